@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install videorft into .venv (idempotent). torch first and pinned, then the rest under constraints.txt,
+# then the CPU-torchvision fix. Usage: bash scripts/install.sh [extra...]   (default extras: test)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+EXTRAS=${1:-test}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+stamp=.venv/.videorft-installed
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)-$EXTRAS
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "videorft: install up to date (.venv)"; exit 0
+fi
+pip install -q --upgrade pip
+# torch first: here the CPU wheel; an unpinned torch would pull several GB of CUDA packages.
+pip install -q "torch==2.13.0"
+pip install -q -c constraints.txt -e ".[$EXTRAS]"
+python scripts/fix_torchvision.py
+echo "$want" > "$stamp"
+echo "videorft: installed into .venv"
