@@ -1,0 +1,154 @@
+"""Stage build_samples: annotations + frame cache -> data/samples/{train,eval}.jsonl, one row per task sample.
+
+Split by video (no video in both splits), seeded; per-task train caps and mixing weights; every annotation
+that cannot be used is written to quarantine.jsonl with its reason, and counts reconcile:
+loaded = train + eval + quarantined + dropped_by_cap (+ added by weights, reported separately).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from stages import tasks as task_registry
+from stages.datasets.annotations import load_task
+from stages.io import quarantine_record, write_json, write_jsonl
+from stages.params import BuildSamplesParams, load_params
+
+
+def frame_index(frames_dir: str) -> dict[str, dict]:
+    """video_id -> frame meta (the .json written next to each cached .npy)."""
+    index = {}
+    for meta_path in Path(frames_dir).glob("*.json"):
+        if meta_path.name in ("index.json", "summary.json"):
+            continue
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if "video_id" in meta and (meta_path.with_suffix(".npy")).exists():
+            index[meta["video_id"]] = meta
+    return index
+
+
+def split_videos(groups: dict[frozenset, list[str]], eval_fraction: float, seed: int) -> set[str]:
+    """Eval video ids: within each group of videos serving the same tasks, a seeded fraction (at least one
+    when the group has two or more videos), so every task gets held-out samples."""
+    held = set()
+    for key in sorted(groups, key=lambda k: sorted(k)):
+        vids = sorted(groups[key])
+        random.Random(f"{seed}:{','.join(sorted(key))}").shuffle(vids)
+        n = round(len(vids) * eval_fraction)
+        if eval_fraction > 0 and len(vids) >= 2:
+            n = max(1, min(n, len(vids) - 1))
+        held.update(vids[:n])
+    return held
+
+
+def apply_weights(rows: list[dict], weight: float, rng: random.Random) -> list[dict]:
+    """weight 1 keeps rows; w > 1 repeats rows (round(n*w) in all), w < 1 subsamples; seeded."""
+    if weight == 1.0 or not rows:
+        return rows
+    target = max(0, round(len(rows) * weight))
+    if target <= len(rows):
+        return rng.sample(rows, target)
+    return rows * (target // len(rows)) + rng.sample(rows, target % len(rows))
+
+
+def build(p: BuildSamplesParams, frames_dir: str) -> dict:
+    frames = frame_index(frames_dir)
+    quarantine, loaded, seen_ids = [], [], set()
+    for task, path in sorted(p.annotations.items()):
+        if not path:
+            continue
+        if task not in task_registry.TASKS:
+            raise ValueError(f"build_samples.annotations: unknown task {task!r}")
+        try:
+            samples, rejected = load_task(task, path, p.interval_policy)
+        except (OSError, ValueError) as e:
+            quarantine.append(quarantine_record(path, path, f"annotation file unusable: {e}", "build_samples"))
+            continue
+        quarantine += [quarantine_record(r["id"], r["source"], r["reason"], "build_samples") for r in rejected]
+        for s in samples:
+            s["source"] = path
+            key = (task, s["id"])
+            if key in seen_ids:
+                quarantine.append(quarantine_record(s["id"], path, f"duplicate {task} sample id", "build_samples"))
+                continue
+            seen_ids.add(key)
+            meta = frames.get(s["video_id"])
+            if meta is None:
+                quarantine.append(quarantine_record(
+                    s["id"], path, f"video {s['video_id']!r} missing from the frame cache", "build_samples"))
+                continue
+            if task == "tracking" and meta["num_frames"] != len(s["solution"]["boxes"]):
+                quarantine.append(quarantine_record(
+                    s["id"], path, f"{meta['num_frames']} frames but {len(s['solution']['boxes'])} boxes",
+                    "build_samples"))
+                continue
+            s["meta"] = meta
+            loaded.append(s)
+
+    groups: dict[frozenset, set] = defaultdict(set)
+    tasks_of_video: dict[str, set] = defaultdict(set)
+    for s in loaded:
+        tasks_of_video[s["video_id"]].add(s["task"])
+    for vid, ts in tasks_of_video.items():
+        groups[frozenset(ts)].add(vid)
+    held = split_videos({k: list(v) for k, v in groups.items()}, p.eval_fraction, p.seed)
+
+    train, evals = defaultdict(list), defaultdict(list)
+    for s in sorted(loaded, key=lambda s: (s["task"], s["id"])):
+        meta = s.pop("meta")
+        row = {
+            "id": s["id"], "task": s["task"], "video_id": s["video_id"],
+            "frames": str(Path(frames_dir) / f"{s['video_id']}.npy"),
+            "fps": meta["fps"], "num_frames": meta["num_frames"],
+            "problem": s["problem"], "solution": s["solution"],
+            "prompt": task_registry.render_prompt(s["task"], s["problem"], think=p.think, prompt_dir=p.prompt_dir),
+        }
+        (evals if s["video_id"] in held else train)[s["task"]].append(row)
+
+    rng = random.Random(p.seed)
+    dropped_by_cap, train_rows = Counter(), []
+    for task in sorted(train):
+        rows = train[task]
+        cap = p.max_per_task.get(task)
+        if cap is not None and len(rows) > cap:
+            dropped_by_cap[task] = len(rows) - cap
+            rows = rng.sample(rows, cap)
+        train_rows += apply_weights(rows, float(p.weights.get(task, 1.0)), rng)
+    rng.shuffle(train_rows)
+    eval_rows = [r for t in sorted(evals) for r in evals[t]]
+
+    out = Path(p.out_dir)
+    write_jsonl(out / "train.jsonl", train_rows)
+    write_jsonl(out / "eval.jsonl", eval_rows)
+    write_jsonl(out / "quarantine.jsonl", quarantine)
+    stats = {
+        "loaded": len(loaded),
+        "quarantined": len(quarantine),
+        "dropped_by_cap": dict(dropped_by_cap),
+        "train": dict(Counter(r["task"] for r in train_rows)),
+        "eval": dict(Counter(r["task"] for r in eval_rows)),
+        "train_videos": len({r["video_id"] for r in train_rows}),
+        "eval_videos": len({r["video_id"] for r in eval_rows}),
+        "fingerprint": hashlib.sha256(
+            "".join(sorted(r["id"] for r in train_rows + eval_rows)).encode()).hexdigest()[:16],
+    }
+    write_json(out / "stats.json", stats)
+    return stats
+
+
+def main() -> None:
+    params = load_params()
+    stats = build(params.build_samples, params.extract_frames.out_dir)
+    print(f"build_samples: train {stats['train']} eval {stats['eval']} quarantined {stats['quarantined']}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()

@@ -1,0 +1,56 @@
+"""`videorft` command line: thin entry points over the stages and flows."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def cmd_summary(args) -> int:
+    """Print what the last run produced: MLflow run, registered version + alias, metrics."""
+    from stages.io import read_json
+    from stages.params import load_params
+
+    p = load_params(args.params)
+    out = {}
+    for name, path in (("train", os.path.join(p.train.out_dir, "train_summary.json")),
+                       ("eval", os.path.join(p.evaluate.out_dir, "eval.json")),
+                       ("register", p.register.out)):
+        if os.path.exists(path):
+            out[name] = read_json(path)
+    if not out:
+        print("no run found: run `bash scripts/demo.sh` first", file=sys.stderr)
+        return 1
+    reg, tr, ev = out.get("register", {}), out.get("train", {}), out.get("eval", {})
+    print(f"MLflow run        : {tr.get('mlflow_run_id')} ({reg.get('tracking_uri', p.mlflow.tracking_uri)})")
+    print(f"registered model  : {reg.get('model_name')} version {reg.get('version')} alias '{reg.get('alias')}'")
+    print(f"training          : {tr.get('steps')} steps, {tr.get('samples')} samples, {tr.get('seconds')} s")
+    for task, m in ev.get("candidate", {}).get("metrics", {}).items():
+        print(f"eval {task:<9}    : {json.dumps(m)}")
+    return 0
+
+
+def cmd_flow(args) -> int:
+    from flows.pipeline import pipeline
+
+    pipeline(stages=args.stages or None, force=args.force)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="videorft", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("summary", help="what the last pipeline run produced")
+    s.add_argument("--params", default="params.yaml")
+    s.set_defaults(fn=cmd_summary)
+    f = sub.add_parser("flow", help="run the pipeline as a Prefect flow (ephemeral server unless PREFECT_API_URL)")
+    f.add_argument("stages", nargs="*", help="stages to run (default: all, in order)")
+    f.add_argument("--force", action="store_true", help="re-run stages even if DVC finds them up to date")
+    f.set_defaults(fn=cmd_flow)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

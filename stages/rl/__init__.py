@@ -1,0 +1,1 @@
+"""Models and the video-aware GRPO trainer."""

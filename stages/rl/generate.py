@@ -1,0 +1,47 @@
+"""Batched greedy generation with video, for evaluation (pinned decoding: no sampling, checkpoint defaults
+overridden so a model's own generation_config cannot change the result)."""
+from __future__ import annotations
+
+import torch
+
+from stages.rl.video_inputs import encode, load_frames, model_video_kwargs, placeholder_token_ids, video_message
+
+
+def load_policy(name_or_path: str, device: str | None = None):
+    """Model + processor from a local folder or a hub id (HF_HUB_OFFLINE decides whether a hub is asked)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    processor = AutoProcessor.from_pretrained(name_or_path)
+    model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=dtype).to(device).eval()
+    return model, processor
+
+
+@torch.no_grad()
+def generate(model, processor, rows: list[dict], max_new_tokens: int, batch_size: int = 4) -> list[str]:
+    """rows carry prompt (text), frames (path), fps. Returns one decoded completion per row, in order."""
+    tok = processor.tokenizer
+    cfg = model.config
+    device = next(model.parameters()).device
+    outputs: list[str] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        enc = [encode(processor, video_message(r["prompt"]), load_frames(r["frames"]), r["fps"]) for r in chunk]
+        width = max(len(e["input_ids"]) for e in enc)
+        ids = torch.full((len(enc), width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(enc), width), dtype=torch.long)
+        for i, e in enumerate(enc):  # left padding: generation continues from the right edge
+            ids[i, width - len(e["input_ids"]):] = torch.tensor(e["input_ids"])
+            mask[i, width - len(e["input_ids"]):] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        video = model_video_kwargs(enc, ids, cfg.video_token_id, getattr(cfg, "image_token_id", None))
+        out = model.generate(
+            input_ids=ids, attention_mask=mask, **video,
+            do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+            temperature=None, top_p=None, top_k=None,
+            suppress_tokens=placeholder_token_ids(tok),
+            pad_token_id=tok.pad_token_id, eos_token_id=cfg.text_config.eos_token_id,
+        )
+        outputs += tok.batch_decode(out[:, width:], skip_special_tokens=True)
+    return outputs

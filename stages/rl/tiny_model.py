@@ -1,0 +1,139 @@
+"""Build a tiny Qwen2.5-VL offline: random weights from a config, a BPE tokenizer trained here with Qwen's special
+tokens and a chat template, and processors built from arguments. Saved with save_pretrained, so every loader in
+the project treats it exactly like a downloaded checkpoint (local path) — the real one is a hub id away.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# Qwen2.5-VL special tokens, in Qwen's order (ids follow the base vocabulary here, not 151643+).
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+]
+TEMPLATE_PATH = Path(__file__).with_name("chat_template.jinja")
+PROMPTS_DIR = Path(__file__).resolve().parents[1] / "tasks" / "prompts"
+
+# Words the tiny model's BPE should encode compactly: answer syntax, numbers, the synthetic vocabulary.
+BASE_CORPUS = """
+<think> </think> <answer> </answer> <glue> </glue> 12.54 to 17.83 0.25 to 3.50 [(1.5, 4.0), (6.0, 8.5)]
+[[0.093, 0.0, 0.8, 0.797], [0.095, 0.0, 0.8, 0.79]] (A) (B) (C) (D) (E) A B C D E The answer is
+red green blue yellow orange purple cyan magenta white black square circle triangle appears disappears moves
+left right up down visible object video frame second seconds start end event when where which what how many
+0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 . , : ; ( ) [ ] - the a is of in to and
+You are a helpful assistant. system user assistant
+"""
+
+
+def _corpus() -> list[str]:
+    lines = BASE_CORPUS.strip().splitlines()
+    if PROMPTS_DIR.is_dir():
+        for f in sorted(PROMPTS_DIR.glob("*.txt")):
+            lines += f.read_text(encoding="utf-8").splitlines()
+    # numbers with two decimals appear in every tg/gqa answer; teach the merges
+    lines += [f"{i / 4:.2f} to {(i + 3) / 4:.2f}" for i in range(0, 200, 3)]
+    return [ln for ln in lines if ln.strip()] * 4
+
+
+def build_tokenizer(vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=SPECIAL_TOKENS[1:],
+        model_max_length=32768,
+    )
+    fast.chat_template = TEMPLATE_PATH.read_text()
+    return fast
+
+
+def build_processor(tokenizer, min_pixels: int = 28 * 28, max_pixels: int = 768 * 28 * 28):
+    """Qwen2.5-VL processors from arguments: patch 14, temporal patch 2, merge 2, CLIP normalisation."""
+    from transformers import Qwen2_5_VLProcessor
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    common = dict(patch_size=14, temporal_patch_size=2, merge_size=2,
+                  size={"shortest_edge": min_pixels, "longest_edge": max_pixels})
+    return Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**common),
+        video_processor=Qwen2VLVideoProcessor(**common),
+        tokenizer=tokenizer,
+        chat_template=tokenizer.chat_template,
+    )
+
+
+def build_config(tokenizer, p):
+    from transformers import Qwen2_5_VLConfig
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    head_dim = p.hidden_size // p.num_attention_heads
+    text = dict(
+        vocab_size=len(tokenizer), hidden_size=p.hidden_size, intermediate_size=p.intermediate_size,
+        num_hidden_layers=p.num_hidden_layers, num_attention_heads=p.num_attention_heads,
+        num_key_value_heads=p.num_key_value_heads, max_position_embeddings=32768,
+        # mrope sections (temporal, height, width) must sum to head_dim / 2
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": _mrope(head_dim)},
+        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], bos_token_id=None,
+    )
+    vision = dict(
+        depth=p.vision_depth, hidden_size=p.vision_hidden_size, intermediate_size=2 * p.vision_hidden_size,
+        num_heads=2, out_hidden_size=p.hidden_size, patch_size=14, temporal_patch_size=2,
+        spatial_merge_size=2, window_size=112, fullatt_block_indexes=[p.vision_depth - 1], tokens_per_second=2,
+    )
+    return Qwen2_5_VLConfig(
+        text_config=text, vision_config=vision,
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+
+
+def _mrope(head_dim: int) -> list[int]:
+    half = head_dim // 2
+    t = half // 4
+    h = (half - t) // 2
+    return [t, h, half - t - h]
+
+
+def build_tiny_model(p, out_dir: str | Path) -> dict:
+    """Build and save the tiny model; returns a summary (parameter count, vocab, token ids)."""
+    import torch
+    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(p.seed)
+    tokenizer = build_tokenizer(p.vocab_size)
+    processor = build_processor(tokenizer)
+    config = build_config(tokenizer, p)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    # sampling defaults stay neutral: rollouts set their own (upstream defect 10: near-greedy defaults leak)
+    model.generation_config = GenerationConfig(
+        eos_token_id=config.text_config.eos_token_id, pad_token_id=config.text_config.pad_token_id
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    summary = {
+        "parameters": sum(t.numel() for t in model.parameters()),
+        "vocab_size": len(tokenizer),
+        "video_token_id": config.video_token_id,
+        "image_token_id": config.image_token_id,
+    }
+    (out / "tiny_model.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,35 @@
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """The demo's tiny Qwen2.5-VL, built offline once per test session."""
+    from stages.params import TinyModelParams
+    from stages.rl.tiny_model import build_tiny_model
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    build_tiny_model(TinyModelParams(), out)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def frame_files(tmp_path_factory):
+    """Four cached videos of 8 random 84x112 frames (frame-cache layout)."""
+    d = tmp_path_factory.mktemp("frames")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(4):
+        p = d / f"v{i}.npy"
+        np.save(p, rng.integers(0, 255, (8, 84, 112, 3), dtype=np.uint8))
+        paths.append(str(p))
+    return paths
