@@ -21,7 +21,7 @@ def select(rows: list[dict], cap: int | None) -> list[dict]:
     return [r for t in sorted(by_task) for r in (by_task[t][:cap] if cap else by_task[t])]
 
 
-def score_outputs(rows: list[dict], outputs: list[str]) -> tuple[dict, list[dict]]:
+def score_outputs(rows: list[dict], outputs: list[str], think: bool = True) -> tuple[dict, list[dict]]:
     """Per-task aggregated metrics and per-sample records (parsed answer, reward parts, metric inputs)."""
     per_task, records = defaultdict(list), []
     for r, text in zip(rows, outputs, strict=True):
@@ -31,18 +31,18 @@ def score_outputs(rows: list[dict], outputs: list[str]) -> tuple[dict, list[dict
         records.append({
             "id": r["id"], "task": task, "output": text,
             "parsed": task_registry.parse(task, text),
-            "rewards": task_registry.score(task, text, r["solution"]),
+            "rewards": task_registry.score(task, text, r["solution"], think=think),
             "metrics": sample,
         })
     return {t: task_registry.aggregate(t, v) for t, v in sorted(per_task.items())}, records
 
 
-def evaluate_model(name_or_path: str, rows: list[dict], p: EvaluateParams) -> tuple[dict, list[dict]]:
+def evaluate_model(name_or_path: str, rows: list[dict], p: EvaluateParams, think: bool) -> tuple[dict, list[dict]]:
     from stages.rl.generate import generate, load_policy
 
     model, processor = load_policy(name_or_path)
     outputs = generate(model, processor, rows, p.max_new_tokens, p.batch_size)
-    return score_outputs(rows, outputs)
+    return score_outputs(rows, outputs, think)
 
 
 def delta(candidate: dict, baseline: dict) -> dict:
@@ -53,12 +53,12 @@ def delta(candidate: dict, baseline: dict) -> dict:
 
 
 def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlflow_p: MlflowParams,
-        train_summary: str | None = None) -> dict:
+        train_summary: str | None = None, think: bool = True) -> dict:
     rows = select(read_jsonl(samples_path), p.max_samples_per_task)
     if not rows:
         raise ValueError(f"{samples_path}: no evaluation samples")
-    cand_metrics, cand_records = evaluate_model(candidate, rows, p)
-    base_metrics, base_records = evaluate_model(baseline, rows, p)
+    cand_metrics, cand_records = evaluate_model(candidate, rows, p, think)
+    base_metrics, base_records = evaluate_model(baseline, rows, p, think)
     result = {
         "candidate": {"model": candidate, "metrics": cand_metrics},
         "baseline": {"model": baseline, "metrics": base_metrics},
@@ -89,7 +89,7 @@ def main() -> None:
     params = load_params()
     res = run(params.evaluate, params.train.out_dir, params.model.name_or_path,
               os.path.join(params.build_samples.out_dir, "eval.jsonl"), params.mlflow,
-              os.path.join(params.train.out_dir, "train_summary.json"))
+              os.path.join(params.train.out_dir, "train_summary.json"), params.build_samples.think)
     for t, m in res["candidate"]["metrics"].items():
         print(f"evaluate: {t}: candidate {m} | baseline {res['baseline']['metrics'][t]}")
 

@@ -6,6 +6,7 @@ Stage name = module name = params.yaml section = dvc.yaml stage. Load with `load
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -62,6 +63,7 @@ class ExtractFramesParams(Section):
     total_pixels: int = Field(3584 * 28 * 28, description="Upper bound of frames*height*width per video.")
     tracking_frames: int = Field(8, description="Frames for a JPEG-folder sequence: one per annotated box.")
     workers: int = Field(1, description="Worker processes (one video per task).")
+    raw_dir: str = Field("data/raw", description="Ingest output to read (manifest.jsonl and the files it lists).")
     out_dir: str = Field("data/frames", description="Frame cache: <video_id>.npy + <video_id>.json.")
 
 
@@ -157,6 +159,10 @@ class RegisterParams(Section):
 class MlflowParams(Section):
     tracking_uri: str = Field("sqlite:///mlflow.db", description="Overridden by MLFLOW_TRACKING_URI if set.")
     experiment: str = Field("videorft", description="Experiment name.")
+
+
+# `register` is a stage name; pydantic warns that it shadows ABCMeta.register (harmless on instances)
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
 
 class Params(BaseModel):

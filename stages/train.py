@@ -93,7 +93,7 @@ class MlflowLogger:
         return _Logger()
 
 
-def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_path: str) -> dict:
+def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_path: str, think: bool = True) -> dict:
     import mlflow
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -119,7 +119,7 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
         trainer = VideoGRPOTrainer(
             model=model,
             processing_class=processor,
-            reward_funcs=task_registry.reward_functions(p.tasks),
+            reward_funcs=task_registry.reward_functions(p.tasks, think=think),
             args=grpo_config(p, str(out / "checkpoints"), use_cpu),
             train_dataset=dataset,
             callbacks=[MlflowLogger()],
@@ -148,7 +148,8 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     params = load_params()
-    s = run(params.train, params.model, params.mlflow, os.path.join(params.build_samples.out_dir, "train.jsonl"))
+    s = run(params.train, params.model, params.mlflow, os.path.join(params.build_samples.out_dir, "train.jsonl"),
+            think=params.build_samples.think)
     print(f"train: {s['steps']} steps on {s['samples']} samples in {s['seconds']} s; MLflow run {s['mlflow_run_id']}")
 
 

@@ -1,0 +1,48 @@
+"""Multiple-choice video QA (`qa`, NExT-QA / MVBench style): the letter of the right option.
+
+problem  {"question": str, "options": ["(A) ...", ...]}
+solution {"answer": "B"}  ("(B)" is accepted too)
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .common import extract_block, format_tags, gold_letter, layout, mean, parse_letter
+
+NAME = "qa"
+PARTS = ("format", "accuracy")
+
+
+def options_text(options: list[str]) -> str:
+    return "\n".join(str(o) for o in options)
+
+
+def prompt_fields(problem: dict) -> dict[str, Any]:
+    return {**problem, "question": problem["question"], "options": options_text(problem["options"])}
+
+
+def parse(text: str) -> str | None:
+    """Option letter from the first <answer> block (see common.parse_letter)."""
+    return parse_letter(extract_block(text, "answer", last=False))
+
+
+def score(text: str, solution: dict, think: bool = True) -> dict[str, float]:
+    """Upstream's plain-QA format reward demanded a <glue> block its prompt never asked for; ours does not."""
+    gold = gold_letter(solution["answer"])
+    return {
+        "format": float(layout(text, format_tags(think)) is not None),
+        "accuracy": float(parse(text) == gold),
+    }
+
+
+def sample_metrics(text: str, solution: dict) -> dict[str, Any]:
+    pred = parse(text)
+    return {"correct": float(pred == gold_letter(solution["answer"])), "parsed": pred is not None}
+
+
+def aggregate(rows: list[dict]) -> dict[str, float]:
+    return {
+        "count": len(rows),
+        "accuracy": mean([float(r["correct"]) for r in rows]),
+        "parse_rate": mean([float(r["parsed"]) for r in rows]),
+    }
