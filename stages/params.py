@@ -118,12 +118,12 @@ class TrainParams(Section):
 
     out_dir: str = Field("models/run", description="Checkpoint + processor + train_summary.json.")
     tasks: list[str] = Field(list(TASK_NAMES), description="Tasks trained jointly.")
-    num_generations: int = Field(4, description="G: completions per prompt (paper: 8).")
-    per_device_train_batch_size: int = Field(4, description="Completions per device per step (multiple of G).")
+    num_generations: int = Field(8, description="G: completions per prompt (paper: 8).")
+    per_device_train_batch_size: int = Field(8, description="Completions per device per step; a multiple of G (paper: 8 GPUs x 1 prompt x G).")
     gradient_accumulation_steps: int = Field(1, description="Micro-batches per optimizer step.")
-    max_steps: int = Field(8, description="Optimizer steps (-1 = one epoch).")
+    max_steps: int = Field(-1, description="Optimizer steps (-1 = num_train_epochs over the data).")
     num_train_epochs: float = Field(1.0, description="Epochs when max_steps = -1 (paper: 1).")
-    learning_rate: float = Field(1e-5, description="Peak learning rate (paper: 1e-6).")
+    learning_rate: float = Field(1e-6, description="Learning rate (paper: 1e-6).")
     lr_scheduler_type: str = Field("constant", description="transformers scheduler name.")
     beta: float = Field(0.04, description="KL coefficient (k3 estimator), paper: 0.04.")
     temperature: float = Field(1.0, description="Rollout sampling temperature (paper: 1.0).")
@@ -131,9 +131,9 @@ class TrainParams(Section):
     top_k: int = Field(0, description="Rollout top-k (0 = off; keeps checkpoint defaults from leaking in).")
     loss_type: str = Field("grpo", description="TRL loss type: per-sequence mean then batch mean (paper).")
     scale_rewards: str = Field("group", description="Advantage normalisation by the group std (paper).")
-    max_completion_length: int = Field(48, description="Max new tokens per rollout (paper: 1024).")
+    max_completion_length: int = Field(1024, description="Max new tokens per rollout (paper: 1024).")
     logging_steps: int = Field(1, description="Log every N steps.")
-    save_steps: int = Field(4, description="Checkpoint every N steps.")
+    save_steps: int = Field(100, description="Checkpoint every N steps.")
     bf16: bool = Field(False, description="bf16 (GPU only).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
     seed: int = Field(0, description="Data order and sampling seed.")
@@ -142,7 +142,7 @@ class TrainParams(Section):
 class EvaluateParams(Section):
     """Greedy decoding on held-out samples; per-task metrics."""
 
-    max_new_tokens: int = Field(48, description="Max tokens generated per sample.")
+    max_new_tokens: int = Field(1024, description="Max tokens generated per sample.")
     max_samples_per_task: int | None = Field(None, description="Cap for quick runs (None = all).")
     batch_size: int = Field(4, description="Samples per generate call.")
     out_dir: str = Field("metrics", description="eval.json + predictions.jsonl.")

@@ -10,6 +10,7 @@ import subprocess
 
 from stages.io import read_json, sha256_file, write_json
 from stages.params import MlflowParams, RegisterParams, load_params
+from stages.tracking import metric_name
 
 
 def git_commit() -> str:
@@ -30,7 +31,7 @@ def lineage_tags(train_summary: dict, eval_result: dict, params_file: str = "par
         tags["dvc_lock_sha256"] = sha256_file("dvc.lock")
     for task, metrics in eval_result["candidate"]["metrics"].items():
         for k, v in metrics.items():
-            tags[f"metric.{task}.{k}"] = f"{v:.6g}" if isinstance(v, float) else str(v)
+            tags[metric_name(f"metric.{task}.{k}")] = f"{v:.6g}" if isinstance(v, float) else str(v)
     return tags
 
 

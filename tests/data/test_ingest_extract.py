@@ -1,0 +1,143 @@
+"""ingest -> extract_frames on a tiny synthetic set with bad inputs mixed in: quarantine, counts, frame rules."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from stages import extract_frames as extract_stage
+from stages import ingest as ingest_stage
+from stages import synthesize as synthesize_stage
+from stages.datasets.synthetic import synthesize
+from stages.extract_frames import extract_frames, load_frames
+from stages.ingest import ingest
+from stages.io import read_jsonl, sha256_file, write_jsonl
+from stages.params import ExtractFramesParams, IngestParams, SynthesizeParams
+from stages.video.budget import uniform_indices
+from stages.video.decode import read_frames
+
+SMALL = dict(num_videos=3, num_tracking_sequences=2, min_duration=2.0, max_duration=4.0, tracking_length=10)
+TINY = dict(max_frames=8, min_pixels=3136, max_pixels=112 * 84)
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    """A synthetic set plus a zero-byte video, a text file named .mp4, a duplicate id and an empty frame folder."""
+    root = tmp_path_factory.mktemp("ingest")
+    syn = root / "syn"
+    synthesize(SynthesizeParams(out_dir=str(syn), **SMALL))
+    (syn / "videos" / "empty.mp4").write_bytes(b"")
+    (syn / "videos" / "notes.mp4").write_text("this is not a video\n")
+    (syn / "videos" / "z_dup").mkdir()  # sorts after the original, which wins
+    shutil.copy(syn / "videos" / "syn00002.mp4", syn / "videos" / "z_dup" / "syn00002.mp4")
+    (syn / "videos" / "readme.txt").write_text("not a video suffix: not a candidate")
+    (syn / "got10k" / "GOT-10k_Syn_empty").mkdir()
+    p = IngestParams(source=str(syn / "videos"), frame_folders=str(syn / "got10k"), out_dir=str(root / "raw"))
+    return root, ingest(p)
+
+
+def test_counts_reconcile(raw):
+    root, counts = raw
+    assert counts == {"seen": 9, "ingested": 5, "quarantined": 4, "videos": 3, "frame_folders": 2}
+    assert len(read_jsonl(root / "raw" / "manifest.jsonl")) + len(read_jsonl(root / "raw" / "quarantine.jsonl")) == 9
+
+
+def test_quarantine_reasons(raw):
+    root, _ = raw
+    bad = {r["id"]: r for r in read_jsonl(root / "raw" / "quarantine.jsonl")}
+    assert set(bad) == {"empty", "notes", "syn00002", "GOT-10k_Syn_empty"}
+    assert bad["empty"]["reason"] == "zero-byte file"
+    assert bad["notes"]["reason"].startswith("not a decodable video")
+    assert bad["syn00002"]["reason"].startswith("duplicate id") and bad["syn00002"]["source"].endswith("z_dup/syn00002.mp4")
+    assert "no JPEG frames" in bad["GOT-10k_Syn_empty"]["reason"]
+    assert all(r["stage"] == "ingest" and r["source"] for r in bad.values())
+
+
+def test_manifest_rows(raw):
+    root, _ = raw
+    rows = {r["id"]: r for r in read_jsonl(root / "raw" / "manifest.jsonl")}
+    assert set(rows) == {"syn00001", "syn00002", "syn00003", "GOT-10k_Syn_000001", "GOT-10k_Syn_000002"}
+    keys = {"id", "source", "path", "kind", "sha256", "bytes", "duration", "fps", "frames", "width", "height", "codec"}
+    for r in rows.values():
+        assert set(r) == keys
+        assert r["path"].startswith(str(root / "raw")) and (root / "raw").exists()
+    v = rows["syn00001"]
+    assert v["kind"] == "video" and v["codec"] == "h264" and v["fps"] == 8.0 and v["path"].endswith("videos/syn00001.mp4")
+    assert v["sha256"] == sha256_file(v["path"]) == sha256_file(v["source"]) and v["bytes"] > 0
+    assert v["duration"] == v["frames"] / v["fps"]
+    f = rows["GOT-10k_Syn_000001"]
+    assert f["kind"] == "frames" and f["codec"] == "jpeg" and f["frames"] == 10 and f["fps"] == 10.0
+    assert sorted(p.name for p in (root / "raw" / "frames_src" / f["id"]).iterdir()) == [f"{i:08d}.jpg" for i in range(1, 11)]
+
+
+@pytest.mark.parametrize("budget", [TINY, {}], ids=["tiny", "paper"])
+def test_extract_frames_rules(raw, budget, tmp_path):
+    root, _ = raw
+    p = ExtractFramesParams(raw_dir=str(root / "raw"), out_dir=str(tmp_path / "frames"), **budget)
+    counts = extract_frames(p)
+    assert counts["seen"] == counts["extracted"] == 5 and counts["quarantined"] == 0
+    index = {r["id"]: r for r in read_jsonl(tmp_path / "frames" / "index.jsonl")}
+    manifest = {r["id"]: r for r in read_jsonl(root / "raw" / "manifest.jsonl")}
+    assert set(index) == set(manifest)
+    for vid, row in manifest.items():
+        frames, meta = load_frames(tmp_path / "frames", vid)
+        t, h, w = meta["num_frames"], meta["height"], meta["width"]
+        assert frames.shape == (t, h, w, 3) and frames.dtype == np.uint8
+        assert h % 28 == 0 and w % 28 == 0 and p.min_pixels <= h * w <= p.max_pixels and t * h * w <= p.total_pixels
+        assert t % 2 == 0 and len(meta["timestamps"]) == len(meta["frame_indices"]) == t
+        assert meta["timestamps"] == [round(i / row["fps"], 6) for i in meta["frame_indices"]]
+        assert meta["sha256"] == row["sha256"] and meta["fps"] == pytest.approx(t / row["duration"], abs=1e-5)
+        if row["kind"] == "frames":
+            assert meta["frame_indices"] == uniform_indices(row["frames"], p.tracking_frames)
+        else:
+            want = min(max(round(row["duration"] * p.fps), p.min_frames), p.max_frames, row["frames"])
+            assert want - 1 <= t <= want and meta["frame_indices"] == uniform_indices(row["frames"], t)
+        assert index[vid]["config_hash"] == meta["config_hash"]
+    if budget == TINY:
+        assert frames.shape[1:3] == (84, 112)  # 168x224 source halved
+
+
+def test_extracted_frames_are_the_decoded_frames(raw, tmp_path):
+    root, _ = raw
+    row = next(r for r in read_jsonl(root / "raw" / "manifest.jsonl") if r["id"] == "syn00003")
+    extract_frames(ExtractFramesParams(raw_dir=str(root / "raw"), out_dir=str(tmp_path), min_pixels=3136))
+    frames, meta = load_frames(tmp_path, "syn00003", mmap=False)
+    assert (meta["height"], meta["width"]) == (168, 224)  # on the grid already: no resize
+    assert np.array_equal(frames, read_frames(row["path"], meta["frame_indices"], backend="pyav"))
+
+
+def test_extract_quarantines_and_reuses(raw, tmp_path):
+    root, _ = raw
+    rows = read_jsonl(root / "raw" / "manifest.jsonl")
+    broken = dict(rows[0], id="gone", path=str(tmp_path / "gone.mp4"))
+    truncated = tmp_path / "trunc.mp4"
+    truncated.write_bytes(open(rows[0]["path"], "rb").read()[:300])
+    write_jsonl(tmp_path / "raw" / "manifest.jsonl", rows + [broken, dict(rows[0], id="trunc", path=str(truncated))])
+    p = ExtractFramesParams(raw_dir=str(tmp_path / "raw"), out_dir=str(tmp_path / "frames"), workers=2, **TINY)
+    counts = extract_frames(p)
+    assert counts["seen"] == 7 and counts["extracted"] == 5 and counts["quarantined"] == 2
+    bad = {r["id"]: r for r in read_jsonl(tmp_path / "frames" / "quarantine.jsonl")}
+    assert set(bad) == {"gone", "trunc"} and all(r["reason"] and r["stage"] == "extract_frames" for r in bad.values())
+    assert "missing" in bad["gone"]["reason"] and "DecodeError" in bad["trunc"]["reason"]
+    assert not (tmp_path / "frames" / "gone.npy").exists()
+    again = extract_frames(p.model_copy(update={"workers": 1}))
+    assert again["reused"] == 5
+    changed = extract_frames(p.model_copy(update={"max_frames": 4}))
+    assert changed["reused"] == 0 and load_frames(tmp_path / "frames", "syn00001")[0].shape[0] == 4
+
+
+def test_stage_mains_chain_through_params_yaml(tmp_path, monkeypatch, capsys):
+    """python -m stages.<stage> reads params.yaml from the repo root (here: cwd) and writes relative paths."""
+    monkeypatch.chdir(tmp_path)
+    params = {"synthesize": dict(SMALL, num_videos=2, num_tracking_sequences=1), "extract_frames": TINY}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    synthesize_stage.main()
+    ingest_stage.main()
+    extract_stage.main()
+    out = capsys.readouterr().out
+    assert '"ingested": 3' in out and '"extracted": 3' in out
+    rows = read_jsonl("data/raw/manifest.jsonl")
+    assert rows[0]["path"] == "data/raw/videos/syn00001.mp4"
+    assert load_frames("data/frames", "GOT-10k_Syn_000001")[0].shape == (8, 84, 112, 3)
