@@ -95,12 +95,18 @@ class ModelParams(Section):
     """The policy model: a local path or a hub id. The demo builds a tiny one offline (stage tiny_model)."""
 
     name_or_path: str = Field("models/tiny-qwen2_5_vl", description="Local folder or hub id.")
-    family: Literal["qwen2_5_vl", "qwen3_vl"] = Field("qwen2_5_vl", description="Model family.")
+    family: Literal["qwen2_5_vl", "qwen3_vl"] = Field(
+        "qwen2_5_vl", description="Model family; checked against the checkpoint's config (model_type).")
+    attn_implementation: str = Field(
+        "sdpa", description="Attention kernel for training: sdpa, eager, or flash_attention_2 (needs flash-attn).")
 
 
 class TinyModelParams(Section):
-    """A tiny Qwen2.5-VL with random weights, built from a config (no download)."""
+    """A tiny Qwen2.5-VL or Qwen3-VL with random weights, built from a config (no download)."""
 
+    family: Literal["qwen2_5_vl", "qwen3_vl"] = Field(
+        "qwen2_5_vl", description="Architecture: qwen2_5_vl (patch 14, second_per_grid_ts) or qwen3_vl (patch 16, "
+        "timestamps in the text, deepstack). Set model.family to the same value.")
     out_dir: str = Field("models/tiny-qwen2_5_vl", description="Where save_pretrained writes.")
     seed: int = Field(0, description="Weight init seed.")
     hidden_size: int = Field(64, description="Language model width.")
@@ -113,39 +119,129 @@ class TinyModelParams(Section):
     vocab_size: int = Field(512, description="Tokenizer vocabulary (BPE trained on a small corpus).")
 
 
-class TrainParams(Section):
-    """GRPO (TRL) with video reaching generation and the loss forward."""
+class LoraParams(Section):
+    """LoRA adapters (peft) instead of full fine-tuning. The reference model is then the base with the adapter
+    disabled (no second copy of the weights). The saved model is the base with the adapter merged (safetensors);
+    the adapter alone is kept in <out_dir>/adapter."""
 
-    out_dir: str = Field("models/run", description="Checkpoint + processor + train_summary.json.")
-    tasks: list[str] = Field(list(TASK_NAMES), description="Tasks trained jointly.")
-    num_generations: int = Field(8, description="G: completions per prompt (paper: 8).")
-    per_device_train_batch_size: int = Field(8, description="Completions per device per step; a multiple of G (paper: 8 GPUs x 1 prompt x G).")
-    gradient_accumulation_steps: int = Field(1, description="Micro-batches per optimizer step.")
+    enabled: bool = Field(False, description="Train LoRA adapters only (base weights frozen).")
+    r: int = Field(64, description="Adapter rank.")
+    alpha: int = Field(128, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, description="Dropout on the adapter input.")
+    target_modules: list[str] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Linear layers (by name suffix) that get adapters.")
+    exclude_modules: str | None = Field(
+        r".*visual.*", description="Regex of modules never adapted (default: the whole vision tower, whose MLP "
+        "shares the names gate/up/down_proj); null adapts matching vision layers too.")
+
+
+class TGrpoParams(Section):
+    """T-GRPO (Video-R1; reference section 7): G/2 extra rollouts per prompt on the same frames in a shuffled
+    order (from the frame cache) score the task's accuracy part. When a group's ordered accuracy >= ratio x its
+    shuffled accuracy, every ordered completion with accuracy > min_accuracy gets `bonus` added to its reward
+    (logged as rewards/t_grpo_bonus). Shuffled rollouts only score; they never enter the loss."""
+
+    enabled: bool = Field(False, description="Add the temporal-contrast bonus (paper: off; Video-R1: on).")
+    ratio: float = Field(0.8, description="mu: bonus when ordered accuracy >= mu x shuffled accuracy.")
+    bonus: float = Field(0.3, description="alpha: reward added to correct ordered completions.")
+    min_accuracy: float = Field(0.1, description="A completion counts as correct above this accuracy.")
+
+
+class SftParams(Section):
+    """Optional supervised warm start (answer format) before GRPO; off in the real recipe."""
+
+    enabled: bool = Field(False, description="Run the warm start; when off, train starts from model.name_or_path.")
+    out_dir: str = Field("models/sft", description="Warm-started checkpoint (or sft.json saying it is off).")
+    tasks: list[str] = Field(list(TASK_NAMES), description="Tasks whose gold answers are imitated.")
+    max_samples_per_task: int | None = Field(16, description="Few examples: teach the format, not the benchmark.")
+    epochs: int = Field(3, description="Passes over the selected examples.")
+    batch_size: int = Field(4, description="Examples per optimizer step.")
+    learning_rate: float = Field(1e-3, description="AdamW learning rate.")
+    seed: int = Field(0, description="Example selection, order and init seed.")
+
+
+class TrainParams(Section):
+    """GRPO (TRL 1.16) with video reaching generation and the loss forward. Defaults are the paper's settings;
+    every TRL setting the run depends on but does not expose here is pinned in stages/train.py (TRL_PINNED) and
+    listed with TRL's own default in docs/training.md."""
+
+    out_dir: str = Field("models/run", description="Final model (safetensors) + processor + train_summary.json.")
+    tasks: list[str] = Field(list(TASK_NAMES), description="Tasks trained jointly; per-task sampling weights are "
+                             "build_samples.weights (rows repeated/subsampled; the sampler draws rows uniformly).")
+    num_generations: int = Field(8, description="G: completions per prompt (paper: 8). TRL default 8.")
+    per_device_train_batch_size: int = Field(
+        8, description="Completions per device per micro-step, a multiple of G for whole groups per device "
+                       "(paper: 8 GPUs x 1 prompt x G = 8). TRL default 8.")
+    gradient_accumulation_steps: int = Field(1, description="Micro-batches per optimizer step (paper: 1).")
     max_steps: int = Field(-1, description="Optimizer steps (-1 = num_train_epochs over the data).")
-    num_train_epochs: float = Field(1.0, description="Epochs when max_steps = -1 (paper: 1).")
-    learning_rate: float = Field(1e-6, description="Learning rate (paper: 1e-6).")
-    lr_scheduler_type: str = Field("constant", description="transformers scheduler name.")
-    beta: float = Field(0.04, description="KL coefficient (k3 estimator), paper: 0.04.")
-    temperature: float = Field(1.0, description="Rollout sampling temperature (paper: 1.0).")
-    top_p: float = Field(1.0, description="Rollout nucleus sampling (1 = off).")
+    num_train_epochs: float = Field(1.0, description="Epochs when max_steps = -1 (paper: 1). TRL default 3.")
+    learning_rate: float = Field(1e-6, description="Learning rate (paper: 1e-6). TRL default 1e-6.")
+    lr_scheduler_type: str = Field("constant", description="transformers scheduler name (paper: constant). "
+                                   "TRL default linear.")
+    optim: str = Field("adamw_torch", description="transformers optimizer name. TRL default adamw_torch_fused.")
+    max_grad_norm: float = Field(1.0, description="Gradient clipping norm. TRL default 1.0.")
+    beta: float = Field(0.04, description="KL coefficient, k3 estimator (paper: 0.04). TRL default 0.0.")
+    temperature: float = Field(1.0, description="Rollout sampling temperature (paper: 1.0). TRL default 1.0.")
+    top_p: float = Field(1.0, description="Rollout nucleus sampling (1 = off). TRL default 1.0.")
     top_k: int = Field(0, description="Rollout top-k (0 = off; keeps checkpoint defaults from leaking in).")
-    loss_type: str = Field("grpo", description="TRL loss type: per-sequence mean then batch mean (paper).")
-    scale_rewards: str = Field("group", description="Advantage normalisation by the group std (paper).")
-    max_completion_length: int = Field(1024, description="Max new tokens per rollout (paper: 1024).")
-    logging_steps: int = Field(1, description="Log every N steps.")
-    save_steps: int = Field(100, description="Checkpoint every N steps.")
-    bf16: bool = Field(False, description="bf16 (GPU only).")
-    gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
-    seed: int = Field(0, description="Data order and sampling seed.")
+    loss_type: str = Field("grpo", description="Per-sequence mean then batch mean (paper). TRL default dapo.")
+    scale_rewards: str = Field("group", description="Advantage divided by the group std + 1e-4 (paper). "
+                               "TRL default group.")
+    max_completion_length: int = Field(1024, description="Max new tokens per rollout (paper: 1024). TRL default "
+                                       "512. Prompts are never truncated (it would cut video tokens): the frame "
+                                       "budget bounds them (paper's max_prompt_length 8192 has no TRL 1.16 knob).")
+    logging_steps: int = Field(1, description="Log every N steps. TRL default 10.")
+    save_steps: int = Field(100, description="Checkpoint every N steps (resume point of a killed run).")
+    save_total_limit: int = Field(1, description="Checkpoints kept; an older one is deleted only after a newer "
+                                  "one is complete.")
+    checkpoint_dir: str = Field(
+        ".cache/checkpoints/train",
+        description="Root of resumable checkpoints, outside DVC outs (DVC deletes outs before a re-run). A run "
+                    "writes to <checkpoint_dir>/<fingerprint of params, model and data>/ and resumes from the "
+                    "last complete checkpoint there; a different fingerprint never resumes.")
+    resume: bool = Field(True, description="Resume from the last complete checkpoint of the same fingerprint.")
+    keep_checkpoints: bool = Field(False, description="Keep the checkpoints after a successful run.")
+    bf16: bool = Field(True, description="bf16 weights and autocast on GPU (paper); ignored on CPU.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, "
+                                         "~1/3 more compute (paper: on, see the recipe). TRL default on.")
+    freeze_vision_tower: bool = Field(False, description="No gradient to the vision tower (incl. its merger); "
+                                      "saves memory (VLM-R1's option). Paper: trained.")
+    lora: LoraParams = Field(default_factory=LoraParams, description="LoRA adapters (single-GPU recipes).")
+    drop_zero_std_groups: bool = Field(
+        False, description="Drop groups whose G rewards are all equal from the loss (zero advantage = no learning "
+        "signal; their KL term would still pull and they dilute the batch mean). The fraction dropped is logged "
+        "as filter/dropped_frac. Paper: off.")
+    t_grpo: TGrpoParams = Field(default_factory=TGrpoParams, description="Temporal-contrast bonus (Video-R1).")
+    num_processes: int = Field(1, description="Processes (GPUs) on this machine; > 1 re-launches the stage "
+                               "under `accelerate launch` (paper: 8).")
+    launcher: Literal["auto", "accelerate", "torchrun"] = Field(
+        "auto", description="How num_processes > 1 is launched: accelerate (GPU; honours accelerate_config), "
+        "torchrun (also on CPU with gloo), auto = accelerate with CUDA, torchrun without.")
+    accelerate_config: str | None = Field(
+        None, description="accelerate config file for the launch (infra/accelerate/*.yaml); None = plain DDP.")
+    deepspeed: str | None = Field(
+        None, description="DeepSpeed config (infra/deepspeed/zero2.json, zero3.json, zero3_offload.json) given to "
+                          "GRPOConfig(deepspeed=...); needs the `gpu` extra (paper: ZeRO-3 + CPU offload).")
+    seed: int = Field(0, description="Data order and sampling seed. TRL default 42.")
 
 
 class EvaluateParams(Section):
-    """Greedy decoding on held-out samples; per-task metrics."""
+    """Greedy decoding on held-out samples; per-task metrics for candidate and base; plots."""
 
     max_new_tokens: int = Field(1024, description="Max tokens generated per sample.")
     max_samples_per_task: int | None = Field(None, description="Cap for quick runs (None = all).")
-    batch_size: int = Field(4, description="Samples per generate call.")
-    out_dir: str = Field("metrics", description="eval.json + predictions.jsonl.")
+    batch_size: int = Field(4, description="Samples per generate call (part of the base-cache key: padding).")
+    out_dir: str = Field("metrics", description="eval.json + predictions.jsonl + plots/.")
+    baseline_cache_dir: str | None = Field(
+        "~/.cache/videorft/eval-baseline",
+        description="Base-model generations cached per (model content, eval inputs, decoding params, generation "
+                    "code); outside DVC outs so a new candidate never re-runs the base. None = no cache.",
+    )
+    general_task: str = Field("qa", description="General-ability regression check: task (multiple-choice QA).")
+    general_metric: str = Field("accuracy", description="General-ability regression check: metric of that task.")
+    general_tolerance: float = Field(
+        0.02, description="Largest drop of the general metric vs the base model reported as 'kept'.")
 
 
 class RegisterParams(Section):
@@ -154,6 +250,30 @@ class RegisterParams(Section):
     model_name: str = Field("videorft-tiny", description="Registered model name.")
     alias: str = Field("staging", description="Alias given to the new version.")
     out: str = Field("metrics/register.json", description="What was registered (version, run id, uri).")
+    lineage_outs: list[str] = Field(
+        ["data/samples", "data/frames"], description="DVC outs whose hashes (from dvc.lock) tag the version.")
+
+
+class PromoteParams(Section):
+    """Gate for moving the `production` alias (videorft promote); decisions are tagged on the version.
+
+    A gate holds when every `improve` metric beats the reference by at least its threshold (candidate - reference
+    >= threshold) and every `keep` metric drops by at most its tolerance (reference - candidate <= tolerance).
+    Reference = the current production version's metrics; with no production version yet, the base model's
+    metrics measured in the same evaluation (the first model in production must beat what it was trained from).
+    """
+
+    from_alias: str = Field("staging", description="Version promoted when none is given.")
+    to_alias: str = Field("production", description="Alias the gate guards.")
+    improve: dict[str, float] = Field(
+        default_factory=lambda: {"tg.mIoU": 0.01, "gqa.evidence_mIoU": 0.01, "gqa.accuracy": 0.0,
+                                 "tracking.AO": 0.01},
+        description="'<task>.<metric>': minimum improvement over the reference (spatio-temporal metrics).")
+    keep: dict[str, float] = Field(
+        default_factory=lambda: {"qa.accuracy": 0.02},
+        description="'<task>.<metric>': largest allowed drop vs the reference (general ability).")
+    lock_timeout_s: float = Field(60.0, description="How long promote/rollback waits for another one to finish.")
+    lock_stale_s: float = Field(600.0, description="A promotion lock older than this is from a dead process.")
 
 
 class MlflowParams(Section):
@@ -173,9 +293,11 @@ class Params(BaseModel):
     build_samples: BuildSamplesParams = BuildSamplesParams()
     model: ModelParams = ModelParams()
     tiny_model: TinyModelParams = TinyModelParams()
+    sft: SftParams = SftParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     register: RegisterParams = RegisterParams()
+    promote: PromoteParams = PromoteParams()
     mlflow: MlflowParams = MlflowParams()
 
 

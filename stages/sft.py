@@ -1,0 +1,148 @@
+"""Stage sft: optional supervised warm start before GRPO, so a tiny model first learns the answer FORMAT.
+
+Targets are the gold answers written the way the prompt asks (a short think block, then the answer blocks);
+the video reaches the loss exactly as in training (frames from the cache, sampled fps as video metadata).
+Off in the real recipe (VideoChat-R1 does RL straight from the instruct model); on in the CPU micro-reproduction.
+When off, the stage writes only models/sft/sft.json saying so, and train starts from model.name_or_path.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+from stages.io import read_jsonl, write_json
+from stages.params import ModelParams, SftParams, load_params
+
+THINK = "<think>I look at the frames.</think> "
+
+
+def _num(x: float) -> str:
+    return f"{x:.2f}"
+
+
+def target_text(task: str, solution: dict, think: bool = True) -> str:
+    """The gold answer in the layout the task's prompt asks for (and its parser reads back)."""
+    head = THINK if think else ""
+    if task == "tg":
+        s, e = solution["timestamps"]
+        return f"{head}<answer>{_num(s)} to {_num(e)}</answer>"
+    if task == "gqa":
+        glue = ", ".join(f"({_num(s)}, {_num(e)})" for s, e in solution["glue"])
+        return f"{head}<answer>{solution['answer']}</answer> <glue>[{glue}]</glue>"
+    if task == "tracking":
+        boxes = ", ".join("[" + ", ".join(f"{v:.2f}" for v in b) + "]" for b in solution["boxes"])
+        return f"{head}<answer>[{boxes}]</answer>"
+    if task == "qa":
+        return f"{head}<answer>{solution['answer']}</answer>"
+    raise ValueError(f"unknown task {task!r}")
+
+
+def select_rows(rows: list[dict], per_task: int | None, seed: int) -> list[dict]:
+    """At most `per_task` rows of each task (seeded): the warm start should teach format, not the benchmark."""
+    rng = random.Random(seed)
+    by_task: dict[str, list[dict]] = {}
+    for r in rows:
+        by_task.setdefault(r["task"], []).append(r)
+    out = []
+    for task in sorted(by_task):
+        group = sorted(by_task[task], key=lambda r: r["id"])
+        unique = list({r["id"]: r for r in group}.values())
+        rng.shuffle(unique)
+        out += unique[:per_task] if per_task else unique
+    return out
+
+
+def encode_example(processor, row: dict, think: bool):
+    """(input_ids, labels, video rows) for one sample: loss only on the answer tokens (+ end of turn)."""
+    import torch
+
+    from stages.rl.video_inputs import encode, load_frames, video_message
+
+    enc = encode(processor, video_message(row["prompt"]), load_frames(row["frames"]), row["fps"])
+    tok = processor.tokenizer
+    answer = tok(target_text(row["task"], row["solution"], think), add_special_tokens=False)["input_ids"]
+    answer = answer + [tok.convert_tokens_to_ids("<|im_end|>")]
+    ids = enc["input_ids"] + answer
+    labels = [-100] * len(enc["input_ids"]) + answer
+    return torch.tensor(ids), torch.tensor(labels), enc
+
+
+def sft_loss(model, processor, batch: list[tuple], video_token_id: int):
+    """Mean token cross-entropy of a right-padded batch, the video in the forward."""
+    import torch
+
+    from stages.rl.video_inputs import model_video_kwargs
+
+    width = max(len(ids) for ids, _, _ in batch)
+    pad = processor.tokenizer.pad_token_id
+    input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, (ids, lab, _) in enumerate(batch):
+        input_ids[i, : len(ids)], labels[i, : len(ids)], mask[i, : len(ids)] = ids, lab, 1
+    device = next(model.parameters()).device
+    input_ids, labels, mask = input_ids.to(device), labels.to(device), mask.to(device)
+    video = model_video_kwargs([enc for _, _, enc in batch], input_ids, video_token_id, None)
+    return model(input_ids=input_ids, attention_mask=mask, labels=labels, **video).loss
+
+
+def run(p: SftParams, model_p: ModelParams, samples_path: str, think: bool = True) -> dict:
+    out = Path(p.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not p.enabled:
+        summary = {"enabled": False, "model": model_p.name_or_path}
+        write_json(out / "sft.json", summary)
+        return summary
+
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    torch.manual_seed(p.seed)
+    processor = AutoProcessor.from_pretrained(model_p.name_or_path)
+    model = AutoModelForImageTextToText.from_pretrained(model_p.name_or_path, dtype=torch.float32)
+    model.train()
+    rows = select_rows([r for r in read_jsonl(samples_path) if r["task"] in p.tasks], p.max_samples_per_task, p.seed)
+    examples = [encode_example(processor, r, think) for r in rows]
+    opt = torch.optim.AdamW(model.parameters(), lr=p.learning_rate, weight_decay=0.0)
+    rng = random.Random(p.seed)
+    steps = p.epochs * math.ceil(len(examples) / p.batch_size)
+    t0, losses = time.time(), []
+    for epoch in range(p.epochs):
+        order = list(range(len(examples)))
+        rng.shuffle(order)
+        for start in range(0, len(order), p.batch_size):
+            batch = [examples[i] for i in order[start:start + p.batch_size]]
+            loss = sft_loss(model, processor, batch, model.config.video_token_id)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            losses.append(loss.item())
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    summary = {
+        "enabled": True, "model": str(out), "base_model": model_p.name_or_path, "examples": len(examples),
+        "steps": steps, "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+        "seconds": round(time.time() - t0, 2),
+    }
+    write_json(out / "sft.json", summary)
+    return summary
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    params = load_params()
+    s = run(params.sft, params.model, os.path.join(params.build_samples.out_dir, "train.jsonl"),
+            params.build_samples.think)
+    if s["enabled"]:
+        print(f"sft: {s['steps']} steps on {s['examples']} examples, loss {s['first_loss']:.3f} -> "
+              f"{s['last_loss']:.3f} in {s['seconds']} s -> {s['model']}")
+    else:
+        print(f"sft: off; train starts from {s['model']}")
+
+
+if __name__ == "__main__":
+    main()
