@@ -48,6 +48,11 @@ def main(argv=None) -> int:
     f.add_argument("stages", nargs="*", help="stages to run (default: all, in order)")
     f.add_argument("--force", action="store_true", help="re-run stages even if DVC finds them up to date")
     f.set_defaults(fn=cmd_flow)
+    from stages import score  # light: the task modules only
+
+    sc = sub.add_parser("score", help="score a predictions JSONL against annotations in an upstream format")
+    score.add_arguments(sc)
+    sc.set_defaults(fn=score.run)
     args = parser.parse_args(argv)
     return args.fn(args)
 

@@ -109,6 +109,9 @@ def reward_functions(tasks: list[str], think: bool = True) -> list[Callable[...,
     return [_reward_function(t, part, think) for t in tasks for part in get_task(t).PARTS]
 
 
+# after aggregate(), which merge uses
+from .merge import aggregate_records, gather_records, merge_records  # noqa: E402
+
 __all__ = [
     "TASKS",
     "PROMPT_DIR",
@@ -120,4 +123,7 @@ __all__ = [
     "aggregate",
     "reward_names",
     "reward_functions",
+    "merge_records",
+    "gather_records",
+    "aggregate_records",
 ]

@@ -1,8 +1,9 @@
 """Parsing and geometry helpers shared by the task modules.
 
 Model output is untrusted text, so the work per completion is bounded: only the last MAX_TEXT_CHARS are
-examined, a tag block longer than MAX_BLOCK_CHARS counts as missing, numbers have at most 9 integer and
-9 fraction digits (so float() never overflows), and every regex is linear (bounded repeats, no nested
+examined, a tag block longer than MAX_BLOCK_CHARS counts as missing, numbers have at most 9 integer digits
+(so float() never overflows) and 20 fraction digits (a float printed by Python has at most 17), and every regex
+is linear (bounded repeats, no nested
 ambiguous quantifiers). Nothing is ever eval'ed. A 1 MB adversarial completion costs milliseconds.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ MAX_TEXT_CHARS = 64 * 1024
 # An answer is a letter, a pair of times, 8 boxes (~300 chars) or a few spans: 4 KiB is generous.
 MAX_BLOCK_CHARS = 4 * 1024
 
-NUM = r"\d{1,9}(?:\.\d{1,9})?"  # non-negative decimal
+NUM = r"\d{1,9}(?:\.\d{1,20})?"  # non-negative decimal
 SIGNED_NUM = r"-?" + NUM
 _WS = re.compile(r"\s*")
 
@@ -34,7 +35,8 @@ def completion_text(completion: Any) -> str:
         content = (assistant or completion)[-1]
         content = content.get("content", "") if isinstance(content, dict) else content
         if isinstance(content, list):  # VLM content blocks: [{"type": "text", "text": ...}, ...]
-            return "".join(b.get("text", "") for b in content if isinstance(b, dict))
+            texts = (b.get("text") for b in content if isinstance(b, dict))
+            return "".join(t for t in texts if isinstance(t, str))
         return content if isinstance(content, str) else ""
     return ""
 

@@ -23,6 +23,7 @@ from .mcq import options_text
 NAME = "gqa"
 PARTS = ("format", "accuracy", "evidence_iou")
 IOP_THRESHOLD = 0.5  # Acc@GQA: right answer and IoP >= 0.5 (NExT-GQA)
+THRESHOLDS = (0.3, 0.5)  # NExT-GQA also reports IoU@m and IoP@m: fraction of questions with IoU/IoP >= m
 
 
 def prompt_fields(problem: dict) -> dict[str, Any]:
@@ -78,11 +79,16 @@ def sample_metrics(text: str, solution: dict) -> dict[str, Any]:
 
 
 def aggregate(rows: list[dict]) -> dict[str, float]:
-    return {
+    """Accuracy, evidence mIoU / mIoP (unreadable evidence = 0), IoU@m / IoP@m, Acc@GQA (correct and IoP >= 0.5)."""
+    out = {
         "count": len(rows),
         "accuracy": mean([float(r["correct"]) for r in rows]),
         "evidence_mIoU": mean([float(r["evidence_iou"]) for r in rows]),
         "mIoP": mean([float(r["iop"]) for r in rows]),
-        "Acc@GQA": mean([float(r["correct"] and r["iop"] >= IOP_THRESHOLD) for r in rows]),
-        "parse_rate": mean([float(r["parsed"]) for r in rows]),
+        "Acc@GQA": mean([float(bool(r["correct"]) and r["iop"] >= IOP_THRESHOLD) for r in rows]),
     }
+    for m in THRESHOLDS:
+        out[f"IoU@{m}"] = mean([float(r["evidence_iou"] >= m) for r in rows])
+        out[f"IoP@{m}"] = mean([float(r["iop"] >= m) for r in rows])
+    out["parse_rate"] = mean([float(r["parsed"]) for r in rows])
+    return out

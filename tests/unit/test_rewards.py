@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -10,7 +9,15 @@ from hypothesis import strategies as st
 
 from stages import tasks as T
 from stages.params import TASK_NAMES
-from stages.tasks.common import MAX_TEXT_CHARS, box_iou, interval_iou, merge_intervals, merged_iou
+from stages.tasks.common import (
+    MAX_BLOCK_CHARS,
+    MAX_TEXT_CHARS,
+    box_iou,
+    interval_iou,
+    merge_intervals,
+    merged_iou,
+    tail,
+)
 
 BOXES = [[0.1, 0.1, 0.5, 0.5]] * 8
 SOLUTIONS = {
@@ -328,11 +335,17 @@ def test_score_is_total_and_bounded(task, text):
 
 
 MB = 1 << 20
+PAIRS_4K = "<think>x</think><answer>" + "1.5 to 2.5 and " * 270 + "</answer>"  # just under the block limit
 ADVERSARIAL = {
     "opening tags": "<answer>" * (MB // 8),
     "closing tags": "</answer>" * (MB // 9),
+    "nested tags": "<think><answer><glue>" * (MB // 42) + "</glue></answer></think>" * (MB // 48),
+    "unclosed tags": "<think>" + "<answer>0 to 10 " * (MB // 16),
     "one huge answer of digits": "<answer>" + "9" * MB + "</answer>",
+    "digit runs in a block": "<think></think><answer>" + ("1" * 1000 + " to ") * 4 + "2</answer>",
     "digits and dots": "<think></think><answer>" + "1." * (MB // 2) + "</answer>",
+    "many to pairs": "<think>x</think><answer>" + "1 to 2 and " * (MB // 11) + "</answer>",
+    "many to pairs in a block": PAIRS_4K,
     "almost pairs": "<answer>" + "1 to -" * (MB // 6) + "</answer>",
     "almost box list": "<think>x</think><answer>[" + "[0.1, 0.2, 0.3, 0.4], " * (MB // 22) + "[0.1]]</answer>",
     "almost glue": "<think>x</think><answer>C</answer><glue>[" + "(1.5, 2.5), " * (MB // 12) + "(1, 2]</glue>",
@@ -343,15 +356,30 @@ ADVERSARIAL = {
 
 
 @pytest.mark.parametrize("name", ADVERSARIAL)
-def test_adversarial_megabyte_completion_is_cheap(name):
+def test_adversarial_completions_are_scored_totally_from_a_bounded_tail(name):
+    """No exception, values in range, and the answer depends only on the last MAX_TEXT_CHARS characters (the
+    work per completion is bounded by that; bench/bench_rewards.py measures the time)."""
     text = ADVERSARIAL[name]
-    assert len(text) >= MB - 64
-    start = time.perf_counter()
     for task in TASK_NAMES:
-        T.parse(task, text)
-        T.score(task, text, SOLUTIONS[task])
-        T.sample_metrics(task, text, SOLUTIONS[task])
-    assert time.perf_counter() - start < 1.0  # loose sanity bound: real cost is milliseconds
+        parts = T.score(task, text, SOLUTIONS[task])
+        assert all(0.0 <= v <= 1.0 for v in parts.values())
+        assert T.parse(task, text) == T.parse(task, tail(text))
+        assert T.sample_metrics(task, text, SOLUTIONS[task]) == T.sample_metrics(task, tail(text), SOLUTIONS[task])
+        if len(text) > MAX_TEXT_CHARS:
+            assert parts["format"] == 0.0
+    batch = {"prompts": ["p"] * 4, "completions": [text] * 4, "task": list(TASK_NAMES),
+             "solution": [SOLUTIONS[t] for t in TASK_NAMES]}
+    for fn in T.reward_functions(list(TASK_NAMES)):
+        assert sum(v is not None for v in fn(**batch)) == 1
+
+
+def test_adversarial_answers_read_as_expected():
+    assert T.parse("tg", ADVERSARIAL["many to pairs in a block"]) == [1.5, 2.5]  # the last pair of a long list
+    assert T.parse("tg", ADVERSARIAL["digit runs in a block"]) is None  # 1000-digit numbers are no numbers
+    assert T.parse("tg", ADVERSARIAL["many to pairs"]) is None  # a block longer than MAX_BLOCK_CHARS is missing
+    assert T.parse("gqa", ADVERSARIAL["valid tail"]) == {"answer": "C", "glue": [[1.0, 5.0]]}
+    assert T.score("tg", PAIRS_4K, SOLUTIONS["tg"]) == {"format": 1.0, "iou": 0.1}
+    assert T.parse("tg", "<answer>" + "1 to 2 " * (MAX_BLOCK_CHARS // 7 + 1) + "</answer>") is None
 
 
 def test_only_the_tail_is_examined_and_overlong_completions_lose_format():

@@ -19,6 +19,12 @@ PROBLEMS = {
     "qa": {"question": "what is on the table?", "options": ["(A) cup", "(B) book"]},
 }
 BOXES = [[0.1, 0.1, 0.5, 0.5]] * 8
+SOLUTIONS = {
+    "tg": {"timestamps": [0.0, 10.0]},
+    "gqa": {"answer": "(C)", "glue": [[1.0, 5.0]]},
+    "tracking": {"boxes": BOXES},
+    "qa": {"answer": "B"},
+}
 
 
 def test_registry_matches_params_task_names():
@@ -122,6 +128,8 @@ def test_parse_letter(content, letter):
         ("<answer>-3 to 5</answer>", None),  # non-negative only
         ("<answer>1234567890 to 12345678901</answer>", None),  # overlong numbers are not truncated
         ("<answer>1.5.2 to 3</answer>", None),
+        ("<answer>0.42839999999999995 to 1.5</answer>", [0.42839999999999995, 1.5]),  # Python float repr
+        ("<answer>0.123456789012345678901 to 1.5</answer>", None),  # 21 fraction digits: bounded, not cut
         ("12.54 to 17.83", None),  # no <answer> block
         ("<answer>12 to 13", None),
     ],
@@ -165,6 +173,18 @@ def test_parse_accepts_conversational_completions():
     msg = [{"role": "assistant", "content": "<answer>1 to 2</answer>"}]
     blocks = [{"role": "assistant", "content": [{"type": "text", "text": "<answer>1 to 2</answer>"}]}]
     assert T.parse("tg", msg) == T.parse("tg", blocks) == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [None, 3, [], {}, [None], [{"role": "assistant"}], [{"role": "assistant", "content": None}],
+     [{"role": "assistant", "content": [{"type": "text", "text": None}, {"type": "video"}, "x"]}],
+     [{"role": "user", "content": "q"}, {"role": "assistant", "content": 5}]],
+)
+def test_odd_completion_shapes_read_as_empty_text(completion):
+    for task in TASK_NAMES:
+        assert T.parse(task, completion) is None
+        assert T.sample_metrics(task, completion, SOLUTIONS[task])["parsed"] is False
 
 
 @pytest.mark.parametrize("task", TASK_NAMES)
@@ -213,6 +233,8 @@ def test_gqa_aggregate_by_hand():
     assert agg["evidence_mIoU"] == pytest.approx((0.5 + 0.25 + 1.0 + 0.0) / 4)
     assert agg["mIoP"] == pytest.approx((1 + 1 / 3 + 1) / 4)
     assert agg["Acc@GQA"] == pytest.approx(1 / 4)  # only the first is correct with IoP >= 0.5
+    assert (agg["IoU@0.3"], agg["IoU@0.5"]) == pytest.approx((2 / 4, 2 / 4))  # IoU >= m: 0.5 and 1.0
+    assert (agg["IoP@0.3"], agg["IoP@0.5"]) == pytest.approx((3 / 4, 2 / 4))
 
 
 def test_tracking_aggregate_by_hand():
@@ -246,3 +268,53 @@ def test_aggregate_of_nothing_is_zero_with_count_zero(task):
 def test_sample_metrics_are_json_able():
     row = T.sample_metrics("tracking", f"<answer>{BOXES}</answer>", {"boxes": BOXES})
     assert json.loads(json.dumps(row)) == row
+
+
+# ---------------------------------------------------------------- metrics over every sample, merged across ranks
+
+
+def records(task: str, texts: list[str], prefix: str = "s") -> list[dict]:
+    return [{"id": f"{prefix}{i}", "task": task, "metrics": T.sample_metrics(task, t, SOLUTIONS[task])}
+            for i, t in enumerate(texts)]
+
+
+TG_TEXTS = ["<answer>0 to 10</answer>", "<answer>5 to 15</answer>", "x", "<answer>0 to 6</answer>",
+            "<answer>2 to 3</answer>", "<answer>9 to 10</answer>", "<answer>0 to 9</answer>"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 3), min_size=len(TG_TEXTS), max_size=len(TG_TEXTS)))
+def test_merged_metrics_do_not_depend_on_how_samples_were_split_across_ranks(assignment):
+    """Upstream's eval printed the last item's score and never merged ranks (defect 8): here any split of the
+    samples over 4 ranks, gathered and aggregated, gives the metrics of all samples."""
+    rows = records("tg", TG_TEXTS) + records("qa", ["<answer>B</answer>", "<answer>A</answer>", "B"])
+    per_rank = [[r for r, k in zip(rows, assignment + [0, 1, 3]) if k == rank] for rank in range(4)]
+    merged = T.merge_records(per_rank)
+    assert sorted(r["id"] + r["task"] for r in merged) == sorted(r["id"] + r["task"] for r in rows)
+    expected = {"tg": T.aggregate("tg", [r["metrics"] for r in rows[:7]]),
+                "qa": T.aggregate("qa", [r["metrics"] for r in rows[7:]])}
+    got = T.aggregate_records(merged)
+    assert list(got) == ["qa", "tg"] and all(got[t] == pytest.approx(expected[t]) for t in expected)
+    assert expected["tg"]["count"] == 7 and expected["tg"]["mIoU"] == pytest.approx((1 + 1 / 3 + 0.6 + 0.1 + 0.1 + 0.9) / 7)
+
+
+def test_merge_counts_a_padded_repeat_once_and_keeps_same_ids_of_other_tasks():
+    tg = records("tg", TG_TEXTS[:3])
+    qa = records("qa", ["<answer>B</answer>"])  # id "s0" as tg's first: another task, another sample
+    merged = T.merge_records([tg[:2] + qa, tg[2:] + [tg[0]]])  # rank 1 padded with rank 0's first sample
+    assert [(r["task"], r["id"]) for r in merged] == [("tg", "s0"), ("tg", "s1"), ("qa", "s0"), ("tg", "s2")]
+    assert T.aggregate_records(merged)["tg"]["count"] == 3
+
+
+def test_merge_and_aggregate_name_the_bad_record():
+    with pytest.raises(ValueError, match="rank 1 record 0"):
+        T.merge_records([records("qa", ["x"]), [{"task": "qa"}]])
+    with pytest.raises(ValueError, match="record 1"):
+        T.aggregate_records(records("qa", ["x"]) + [{"id": "y", "task": "qa"}])
+    with pytest.raises(KeyError, match="unknown task"):
+        T.aggregate_records([{"id": "y", "task": "nope", "metrics": {}}])
+
+
+def test_gather_records_without_a_process_group_is_the_local_merge():
+    rows = records("qa", ["<answer>B</answer>", "x"])
+    assert T.gather_records(rows + rows[:1]) == rows
