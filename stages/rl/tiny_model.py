@@ -1,6 +1,11 @@
-"""Build a tiny Qwen2.5-VL offline: random weights from a config, a BPE tokenizer trained here with Qwen's special
-tokens and a chat template, and processors built from arguments. Saved with save_pretrained, so every loader in
-the project treats it exactly like a downloaded checkpoint (local path) — the real one is a hub id away.
+"""Build a tiny Qwen2.5-VL or Qwen3-VL offline: random weights from a config, a BPE tokenizer trained here with
+Qwen's special tokens and a chat template, and processors built from arguments. Saved with save_pretrained, so
+every loader in the project treats it exactly like a downloaded checkpoint (local path) — the real one is a hub id
+away.
+
+The two families differ where the trainer must care: Qwen2.5-VL has vision patch 14 and gets the frame rate as
+second_per_grid_ts; Qwen3-VL has vision patch 16, deepstack features and writes each frame group's timestamp into
+the prompt text ("<1.2 seconds>"), so it needs video metadata (fps + frame indices) instead.
 """
 from __future__ import annotations
 
@@ -78,30 +83,71 @@ def build_processor(tokenizer, min_pixels: int = 28 * 28, max_pixels: int = 768 
     )
 
 
-def build_config(tokenizer, p):
-    from transformers import Qwen2_5_VLConfig
+def build_qwen3_processor(tokenizer, min_pixels: int = 32 * 32, max_pixels: int = 768 * 32 * 32,
+                          max_video_pixels: int = 16384 * 32 * 32):
+    """Qwen3-VL processors from arguments: patch 16, temporal patch 2, merge 2, mean/std 0.5 (Qwen3-VL's).
 
+    Qwen3-VL's video size bounds apply to the whole clip (frames x height x width), not to one frame; the frame
+    cache has already budgeted the pixels, so the bounds here are wide and only round sizes to multiples of 32."""
+    from transformers import Qwen3VLProcessor
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    norm = dict(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    return Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(
+            patch_size=16, temporal_patch_size=2, merge_size=2,
+            size={"shortest_edge": min_pixels, "longest_edge": max_pixels}, **norm),
+        video_processor=Qwen3VLVideoProcessor(
+            patch_size=16, temporal_patch_size=2, merge_size=2, do_sample_frames=False,
+            size={"shortest_edge": min_pixels, "longest_edge": max_video_pixels}, **norm),
+        tokenizer=tokenizer,
+        chat_template=tokenizer.chat_template,
+    )
+
+
+def _config_parts(tokenizer, p, **rope) -> tuple[dict, dict, dict]:
+    """(special token ids, text config, the token-id fields of the top config), shared by both families."""
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     head_dim = p.hidden_size // p.num_attention_heads
     text = dict(
         vocab_size=len(tokenizer), hidden_size=p.hidden_size, intermediate_size=p.intermediate_size,
         num_hidden_layers=p.num_hidden_layers, num_attention_heads=p.num_attention_heads,
-        num_key_value_heads=p.num_key_value_heads, max_position_embeddings=32768,
+        num_key_value_heads=p.num_key_value_heads, head_dim=head_dim, max_position_embeddings=32768,
         # mrope sections (temporal, height, width) must sum to head_dim / 2
-        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": _mrope(head_dim)},
+        rope_parameters={"rope_type": "default", "mrope_section": _mrope(head_dim), **rope},
         eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], bos_token_id=None,
     )
+    top = dict(
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+    return ids, text, top
+
+
+def build_config(tokenizer, p):
+    from transformers import Qwen2_5_VLConfig
+
+    _, text, top = _config_parts(tokenizer, p, rope_theta=1e6)
     vision = dict(
         depth=p.vision_depth, hidden_size=p.vision_hidden_size, intermediate_size=2 * p.vision_hidden_size,
         num_heads=2, out_hidden_size=p.hidden_size, patch_size=14, temporal_patch_size=2,
         spatial_merge_size=2, window_size=112, fullatt_block_indexes=[p.vision_depth - 1], tokens_per_second=2,
     )
-    return Qwen2_5_VLConfig(
-        text_config=text, vision_config=vision,
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=False,
+    return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **top)
+
+
+def build_qwen3_config(tokenizer, p):
+    from transformers import Qwen3VLConfig
+
+    _, text, top = _config_parts(tokenizer, p, rope_theta=5e6, mrope_interleaved=True)  # Qwen3-VL: interleaved
+    vision = dict(
+        depth=p.vision_depth, hidden_size=p.vision_hidden_size, intermediate_size=2 * p.vision_hidden_size,
+        num_heads=2, out_hidden_size=p.hidden_size, patch_size=16, temporal_patch_size=2, spatial_merge_size=2,
+        num_position_embeddings=256, deepstack_visual_indexes=[0],  # one deepstack layer: the path is exercised
     )
+    return Qwen3VLConfig(text_config=text, vision_config=vision, **top)
 
 
 def _mrope(head_dim: int) -> list[int]:
@@ -112,15 +158,20 @@ def _mrope(head_dim: int) -> list[int]:
 
 
 def build_tiny_model(p, out_dir: str | Path) -> dict:
-    """Build and save the tiny model; returns a summary (parameter count, vocab, token ids)."""
+    """Build and save the tiny model of family `p.family`; returns a summary (parameter count, vocab, token ids)."""
     import torch
-    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration
 
     torch.manual_seed(p.seed)
     tokenizer = build_tokenizer(p.vocab_size)
-    processor = build_processor(tokenizer)
-    config = build_config(tokenizer, p)
-    model = Qwen2_5_VLForConditionalGeneration(config)
+    if p.family == "qwen3_vl":
+        processor = build_qwen3_processor(tokenizer)
+        config = build_qwen3_config(tokenizer, p)
+        model = Qwen3VLForConditionalGeneration(config)
+    else:
+        processor = build_processor(tokenizer)
+        config = build_config(tokenizer, p)
+        model = Qwen2_5_VLForConditionalGeneration(config)
     # sampling defaults stay neutral: rollouts set their own (upstream defect 10: near-greedy defaults leak)
     model.generation_config = GenerationConfig(
         eos_token_id=config.text_config.eos_token_id, pad_token_id=config.text_config.pad_token_id
@@ -130,6 +181,7 @@ def build_tiny_model(p, out_dir: str | Path) -> dict:
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     summary = {
+        "family": p.family,
         "parameters": sum(t.numel() for t in model.parameters()),
         "vocab_size": len(tokenizer),
         "video_token_id": config.video_token_id,

@@ -7,23 +7,32 @@ during sampling, so a sampled <|video_pad|> crashes the next forward.
 
 This subclass:
 - tokenizes each prompt with its cached frames (never decoding video in the loop) and keeps the per-row video
-  tensors (pixel_values_videos, video_grid_thw, second_per_grid_ts) with the rollout batch, as lists that
-  TRL's shuffle/split move together with the rows;
+  tensors (pixel_values_videos, video_grid_thw and, for Qwen2.5-VL, second_per_grid_ts; Qwen3-VL's frame times
+  are already text in input_ids) with the rollout batch, as lists that TRL's shuffle/split move with the rows;
 - injects those tensors into every log-prob forward (old, ref and policy) through a forward pre-hook around
   TRL's own chunked forward, so TRL's loss code stays untouched;
-- suppresses every vision placeholder token during sampling.
-Dataset rows need: prompt (conversational, text + {"type": "video"}), frames (path to .npy), fps.
+- suppresses every vision placeholder token during sampling;
+- optionally drops groups whose rewards are all equal from the loss (stages/rl/group_filter.py) and adds
+  T-GRPO's temporal-contrast bonus from rollouts on frame-shuffled video (stages/rl/tgrpo.py).
+Dataset rows need: prompt (conversational, text + {"type": "video"}), frames (path to .npy), fps; T-GRPO also
+task and solution.
 """
 from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 import torch
 from trl import GRPOTrainer
 
-from stages.rl.video_inputs import encode, load_frames, model_video_kwargs, placeholder_token_ids
+from stages.rl.group_filter import total_rewards, zero_std_rows
+from stages.rl.tgrpo import accuracy, temporal_bonus
+from stages.rl.video_inputs import (
+    encode, load_frames, load_timestamps, model_video_kwargs, placeholder_token_ids, shuffle_frames,
+)
 
 VIDEO_ROWS = "video_rows"  # key of the per-row video tensors in TRL's rollout batch
+KEEP = "group_keep"  # key of the per-row "group carries a learning signal" mask
 
 
 @contextlib.contextmanager
@@ -40,9 +49,31 @@ def inject_kwargs(module: torch.nn.Module, extra: dict):
         handle.remove()
 
 
+def select_rows(batch: dict, keep: torch.Tensor) -> dict:
+    """The rows of a rollout batch where `keep` is True (tensors and per-row lists alike)."""
+    n = keep.numel()
+    idx = keep.nonzero().squeeze(1)
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.ndim >= 1 and value.size(0) == n:
+            out[key] = value[idx.to(value.device)]
+        elif isinstance(value, list) and len(value) == n:
+            out[key] = [value[i] for i in idx.tolist()]
+        else:
+            out[key] = value
+    return out
+
+
 class VideoGRPOTrainer(GRPOTrainer):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args, reward_funcs, drop_zero_std_groups: bool = False, t_grpo=None, think: bool = True,
+                 **kwargs):
+        self._drop_zero_std = drop_zero_std_groups
+        self._t_grpo = t_grpo if (t_grpo is not None and t_grpo.enabled) else None
+        self._think = think
+        reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+        if self._t_grpo is not None:
+            reward_funcs.append(self._bonus_reward())
+        super().__init__(*args, reward_funcs=reward_funcs, **kwargs)
         blocked = placeholder_token_ids(self._tokenizer)
         suppress = sorted(set(self.generation_config.suppress_tokens or []) | set(blocked))
         self.generation_config.suppress_tokens = suppress
@@ -53,17 +84,36 @@ class VideoGRPOTrainer(GRPOTrainer):
         self._image_token_id = getattr(cfg, "image_token_id", None)
         self._pending_inputs: list[dict] | None = None
         self._active_rows: list[dict] | None = None  # video rows aligned with the input_ids being scored
+        self._keep_rows: torch.Tensor | None = None
+        self._shuffled_acc: torch.Tensor | None = None
+        self.t_grpo_last: dict | None = None  # the last shuffled rollout (inspection, tests)
 
     # -- rollout: tokenize with video, remember the rows -------------------------------------------------
     def _generate_and_score_completions(self, inputs):
         self._pending_inputs = inputs
+        training = self.model.training
         try:
+            if self._t_grpo is not None and training:
+                self._shuffled_acc = self._shuffled_rollouts(inputs)
             output = super()._generate_and_score_completions(inputs)
             output[VIDEO_ROWS] = self._active_rows
+            if self._drop_zero_std and training and self._keep_rows is not None:
+                output[KEEP] = self._keep_rows
         finally:
             self._pending_inputs = None
             self._active_rows = None
+            self._keep_rows = None
+            self._shuffled_acc = None
         return output
+
+    def _generation_fields(self, rows: list[dict]):
+        """prompt_ids + the multimodal fields TRL's generate path expects, for per-row encodings."""
+        prompt_ids = [r["input_ids"] for r in rows]
+        fields = model_video_kwargs(rows, torch.zeros(1, 1, dtype=torch.long), self._video_token_id, None)
+        fields.pop("mm_token_type_ids")
+        # per-token field, left-padded by TRL like input_ids; generation needs it for the 3D rope positions
+        fields["mm_token_type_ids"] = [[2 if t == self._video_token_id else 0 for t in ids] for ids in prompt_ids]
+        return prompt_ids, fields
 
     def _tokenize_prompts(self, prompts: list):
         inputs = self._pending_inputs
@@ -77,18 +127,81 @@ class VideoGRPOTrainer(GRPOTrainer):
                 cache[key] = encode(self.processing_class, prompt, load_frames(example["frames"]), example["fps"])
             rows.append(cache[key])
         self._active_rows = rows
-        prompt_ids = [r["input_ids"] for r in rows]
-        fields = model_video_kwargs(rows, torch.zeros(1, 1, dtype=torch.long), self._video_token_id, None)
-        fields.pop("mm_token_type_ids")
-        # per-token field, left-padded by TRL like input_ids; generation needs it for the 3D rope positions
-        fields["mm_token_type_ids"] = [[2 if t == self._video_token_id else 0 for t in ids] for ids in prompt_ids]
+        prompt_ids, fields = self._generation_fields(rows)
         return prompt_ids, None, fields
+
+    # -- rewards: group filter mask; T-GRPO bonus ---------------------------------------------------------
+    def _local_slice(self, n: int) -> slice:
+        i = self.accelerator.process_index
+        return slice(i * n, (i + 1) * n)
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # gathered
+        if self._drop_zero_std and self.model.training:
+            flat = zero_std_rows(total_rewards(rewards_per_func, self.reward_weights), self.num_generations)
+            self._metrics["train"]["filter/dropped_frac"].append(flat.float().mean().item())
+            self._keep_rows = ~flat[self._local_slice(len(prompts))]
+        return rewards_per_func
+
+    def _shuffled_rollouts(self, inputs: list[dict]) -> torch.Tensor:
+        """One rollout on frame-shuffled video per two ordered rows (G/2 per group); returns each row's shuffled
+        accuracy at even positions, NaN elsewhere. Frames come from the frame cache, shuffled in memory."""
+        picks = list(range(0, len(inputs), 2))
+        rows, orders = [], []
+        for i in picks:
+            example = inputs[i]
+            frames = load_frames(example["frames"])
+            rng = np.random.default_rng([self.args.seed, self.state.global_step, self.accelerator.process_index, i])
+            shuffled, order = shuffle_frames(frames, rng)
+            stamps = load_timestamps(example["frames"])  # the shuffled clip keeps the ordered clip's time labels
+            stamps = list(stamps) if stamps and len(stamps) == len(frames) else None
+            rows.append(encode(self.processing_class, example["prompt"], shuffled, example["fps"], stamps))
+            orders.append(order)
+        prompt_ids, fields = self._generation_fields(rows)
+        completion_ids, _ = self._generate_single_turn(prompt_ids, None, fields, len(rows))
+        texts = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
+        acc = torch.full((len(inputs),), float("nan"))
+        for i, text in zip(picks, texts, strict=True):
+            acc[i] = accuracy(inputs[i]["task"], text, inputs[i]["solution"], self._think)
+        self.t_grpo_last = {"picks": picks, "orders": orders, "rows": rows, "texts": texts, "accuracy": acc}
+        return acc
+
+    def _bonus_reward(self):
+        trainer = self
+
+        def t_grpo_bonus(prompts, completions, task=None, solution=None, **kwargs):
+            n = len(completions)
+            if trainer._shuffled_acc is None:  # evaluation batches have no shuffled rollouts
+                return [0.0] * n
+            device = trainer.accelerator.device
+            ordered = torch.tensor([accuracy(t, c, s, trainer._think) for c, t, s in zip(
+                completions, task, solution, strict=True)], device=device)
+            all_ordered = trainer.accelerator.gather(ordered)
+            all_shuffled = trainer.accelerator.gather(trainer._shuffled_acc.to(device))
+            g = trainer.num_generations
+            spec = trainer._t_grpo
+            bonus = temporal_bonus(all_ordered.view(-1, g), all_shuffled.view(-1, g),
+                                   spec.ratio, spec.bonus, spec.min_accuracy)
+            metrics = trainer._metrics["train"]
+            metrics["t_grpo/ordered_accuracy"].append(all_ordered.mean().item())
+            metrics["t_grpo/shuffled_accuracy"].append(torch.nanmean(all_shuffled).item())
+            metrics["t_grpo/rewarded_frac"].append((bonus > 0).float().mean().item())
+            return bonus.view(-1)[trainer._local_slice(n)].tolist()
+
+        return t_grpo_bonus
 
     # -- every log-prob forward sees the video ------------------------------------------------------------
     def _compute_loss(self, model, inputs):
+        keep = inputs.get(KEEP)
+        scale = 1.0
+        if keep is not None and not bool(keep.all()):
+            if bool(keep.any()):
+                inputs = select_rows(inputs, keep)
+            else:  # nothing to learn on this rank: keep the forward (collectives, DDP hooks), zero the loss
+                scale = 0.0
         self._active_rows = inputs.get(VIDEO_ROWS)
         try:
-            return super()._compute_loss(model, inputs)
+            return super()._compute_loss(model, inputs) * scale
         finally:
             self._active_rows = None
 

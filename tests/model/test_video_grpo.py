@@ -1,5 +1,5 @@
 """The video-aware GRPO trainer: video reaches the loss forward, gradients reach the vision tower, placeholders
-are never sampled, reward kwargs line up with completions."""
+are never sampled, reward kwargs line up with completions — for Qwen2.5-VL and Qwen3-VL."""
 import json
 
 import pytest
@@ -8,22 +8,29 @@ import torch
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
-def make_trainer(model_dir, frame_files, reward_funcs, tmp_path, **overrides):
+def tg_rows(frame_files, n=8):
+    return [{"id": f"s{i}", "task": "tg", "prompt": f"When is event {i}?", "frames": frame_files[i % 4],
+             "fps": 2.0, "solution": {"timestamps": [1.0, 2.0]}} for i in range(n)]
+
+
+def make_trainer(model_dir, frame_files, reward_funcs, tmp_path, rows=None, trainer_kwargs=None, model=None,
+                 **overrides):
+    """A VideoGRPOTrainer on the tiny model: 2 prompts x G=4 per step, 12-token completions, CPU."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from stages.params import TrainParams
     from stages.rl.video_grpo import VideoGRPOTrainer
     from stages.train import build_dataset, grpo_config
 
-    rows = [{"id": f"s{i}", "task": "tg", "prompt": f"When is event {i}?", "frames": frame_files[i % 4],
-             "fps": 2.0, "solution": {"timestamps": [1.0, 2.0]}} for i in range(8)]
-    p = TrainParams(num_generations=4, per_device_train_batch_size=8, max_steps=1, max_completion_length=12,
-                    learning_rate=1e-3, **overrides)
+    rows = rows or tg_rows(frame_files)
+    settings = dict(num_generations=4, per_device_train_batch_size=8, max_steps=1, max_completion_length=12,
+                    learning_rate=1e-3, tasks=sorted({r["task"] for r in rows}))
+    p = TrainParams(**{**settings, **overrides})
     torch.manual_seed(0)
-    model = AutoModelForImageTextToText.from_pretrained(model_dir)
+    model = model or AutoModelForImageTextToText.from_pretrained(model_dir)
     return VideoGRPOTrainer(model=model, processing_class=AutoProcessor.from_pretrained(model_dir),
                             reward_funcs=reward_funcs, args=grpo_config(p, str(tmp_path), use_cpu=True),
-                            train_dataset=build_dataset(rows, ["tg"]))
+                            train_dataset=build_dataset(rows, p.tasks), **(trainer_kwargs or {}))
 
 
 def rollout(trainer):
@@ -36,11 +43,13 @@ def length_reward(prompts, completions, **kw):
     return [len(c[0]["content"]) / 10 for c in completions]
 
 
-def test_loss_logps_equal_direct_forward_with_video(tiny_model_dir, frame_files, tmp_path):
+def test_loss_logps_equal_direct_forward_with_video(family_model_dir, frame_files, tmp_path):
     from stages.rl.video_grpo import VIDEO_ROWS
     from stages.rl.video_inputs import model_video_kwargs
 
-    tr = make_trainer(tiny_model_dir, frame_files, [length_reward], tmp_path)
+    family, model_dir = family_model_dir
+    tr = make_trainer(model_dir, frame_files, [length_reward], tmp_path)
+    assert tr.model.config.model_type == family
     _, out = rollout(tr)
     ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
     mask = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
@@ -62,8 +71,9 @@ def test_loss_logps_equal_direct_forward_with_video(tiny_model_dir, frame_files,
     assert (logps[m] - blind[m]).abs().max() > 1e-3
 
 
-def test_vision_tower_receives_gradient(tiny_model_dir, frame_files, tmp_path):
-    tr = make_trainer(tiny_model_dir, frame_files, [length_reward], tmp_path, beta=0.04)
+def test_vision_tower_receives_gradient(family_model_dir, frame_files, tmp_path):
+    _, model_dir = family_model_dir
+    tr = make_trainer(model_dir, frame_files, [length_reward], tmp_path, beta=0.04)
     _, out = rollout(tr)
     assert out["advantages"].abs().sum() > 0, "need a nonzero advantage for a gradient"
     tr.model.zero_grad()
@@ -108,3 +118,31 @@ def test_placeholders_are_suppressed(tiny_model_dir, frame_files, tmp_path):
         tr.model.lm_head.weight[vid] += tr.model.lm_head.weight.abs().max() * 50
     _, out = rollout(tr)
     assert not (out["completion_ids"] == vid).any()
+
+
+def test_frame_timing_reaches_each_family(tiny_model_dir, tiny_qwen3_dir, tmp_path):
+    """Qwen2.5-VL gets the sampled fps as second_per_grid_ts; Qwen3-VL gets the frame cache's real timestamps
+    written into the prompt (one "<t seconds>" per temporal patch: the mean of its two frames)."""
+    import numpy as np
+    from transformers import AutoProcessor
+
+    from stages.rl.video_inputs import encode, load_frames, video_message
+
+    frames = np.random.default_rng(1).integers(0, 255, (8, 84, 112, 3), dtype=np.uint8)
+    path = tmp_path / "clip.npy"
+    np.save(path, frames)
+    stamps = [0.0, 1.25, 2.5, 3.75, 5.125, 6.375, 7.625, 8.875]  # sampled at ~0.8 fps, not exactly i / fps
+    (tmp_path / "clip.json").write_text(json.dumps({"timestamps": stamps}))
+    fps = 0.888889
+
+    q25 = encode(AutoProcessor.from_pretrained(tiny_model_dir), video_message("When?"), load_frames(str(path)), fps)
+    assert torch.allclose(q25["second_per_grid_ts"], torch.tensor([2 / fps]))
+
+    proc = AutoProcessor.from_pretrained(tiny_qwen3_dir)
+    q3 = encode(proc, video_message("When?"), load_frames(str(path)), fps)
+    assert "second_per_grid_ts" not in q3
+    text = proc.tokenizer.decode(q3["input_ids"])
+    assert [f"<{(a + b) / 2:.1f} seconds>" in text for a, b in zip(stamps[::2], stamps[1::2])] == [True] * 4
+    # a plain array (no frame-cache file) falls back to i / fps
+    plain = proc.tokenizer.decode(encode(proc, video_message("When?"), frames, 2.0)["input_ids"])
+    assert "<0.2 seconds>" in plain and "<3.2 seconds>" in plain

@@ -1,0 +1,19 @@
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_dir(tmp_path_factory):
+    """A tiny Qwen3-VL (patch 16, timestamps in the text, deepstack), built offline once per session."""
+    from stages.params import TinyModelParams
+    from stages.rl.tiny_model import build_tiny_model
+
+    out = tmp_path_factory.mktemp("tiny-qwen3")
+    build_tiny_model(TinyModelParams(family="qwen3_vl"), out)
+    return str(out)
+
+
+@pytest.fixture(params=["qwen2_5_vl", "qwen3_vl"])
+def family_model_dir(request):
+    """(family, model dir) for tests every supported family must pass."""
+    name = "tiny_model_dir" if request.param == "qwen2_5_vl" else "tiny_qwen3_dir"
+    return request.param, request.getfixturevalue(name)
