@@ -66,7 +66,8 @@ def answer(task: str, rng: random.Random) -> str:
         return f"<answer>{s:.2f} to {s + rng.uniform(1, 10):.2f}</answer>"
     if task == "gqa":
         s = rng.uniform(10, 30)
-        return f"<answer>{rng.choice('ABCDE')}</answer>\n<glue>[({s:.1f}, {s + 6:.1f}), ({s + 9:.1f}, {s + 12:.1f})]</glue>"
+        glue = f"[({s:.1f}, {s + 6:.1f}), ({s + 9:.1f}, {s + 12:.1f})]"
+        return f"<answer>{rng.choice('ABCDE')}</answer>\n<glue>{glue}</glue>"
     if task == "tracking":
         jitter = [[round(min(1.0, max(0.0, v + rng.uniform(-0.05, 0.05))), 3) for v in b] for b in BOXES]
         return f"<answer>{json.dumps(jitter)}</answer>"
@@ -259,7 +260,8 @@ def main() -> None:
     print(f"   tiny Qwen2.5-VL GRPO step on this CPU: {st['step_s'] * 1e3:.0f} ms, rewards inside it "
           f"{st['reward_s'] * 1e3:.2f} ms for {st['completions_per_step']} completions -> {100 * share:.3f} %")
     print(f"   7B recipe: 8 completions of ~1000 tokens per GPU -> {reward_7b * 1e3:.2f} ms of rewards; "
-          f"vs a {STEP_7B_LOWER_BOUND_S:.0f} s lower bound of a 7B step -> {100 * reward_7b / STEP_7B_LOWER_BOUND_S:.4f} %"
+          f"vs a {STEP_7B_LOWER_BOUND_S:.0f} s lower bound of a 7B step -> "
+          f"{100 * reward_7b / STEP_7B_LOWER_BOUND_S:.4f} %"
           f" (even vs the tiny CPU step: {100 * reward_7b / st['step_s']:.2f} %)")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")

@@ -92,7 +92,8 @@ def _reward_function(task_name: str, part: str, think: bool) -> Callable[..., li
         n = len(completions)
         tasks = [task] * n if isinstance(task, str) else task
         solutions = [solution] * n if isinstance(solution, (dict, str)) else solution
-        # None for other tasks' completions: TRL logs each function's nanmean over its own task only.
+        # None for other tasks' completions: TRL gathers every rank's rewards, then logs each function's nanmean,
+        # i.e. over its own task's completions only, whichever rank holds them (defect 6; docs/tasks.md).
         return [
             score(task_name, c, s, think)[part] if t == task_name else None
             for c, t, s in zip(completions, tasks, solutions, strict=True)

@@ -196,7 +196,7 @@ def _overlap(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> floa
 
 
 def merged_iou(pred: Iterable[Sequence[float]], gold: Iterable[Sequence[float]]) -> float:
-    """IoU of the unions of two interval lists; 0 when the union is empty (upstream divided by zero)."""
+    """IoU of the unions of two interval lists; 0 when the union is empty (upstream divided by zero: defect 4)."""
     a, b = merge_intervals(pred), merge_intervals(gold)
     inter = _overlap(a, b)
     union = _length(a) + _length(b) - inter

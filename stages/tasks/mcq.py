@@ -27,7 +27,8 @@ def parse(text: str) -> str | None:
 
 
 def score(text: str, solution: dict, think: bool = True) -> dict[str, float]:
-    """Upstream's plain-QA format reward demanded a <glue> block its prompt never asked for; ours does not."""
+    """Upstream's plain-QA format reward demanded a <glue> block its prompt never asked for (reference section 8,
+    defect 3); ours asks for the layout the prompt asks for."""
     gold = gold_letter(solution["answer"])
     return {
         "format": float(layout(text, format_tags(think)) is not None),

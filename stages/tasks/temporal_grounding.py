@@ -29,8 +29,9 @@ def prompt_fields(problem: dict) -> dict[str, Any]:
 def parse(text: str) -> list[float] | None:
     """The last "a to b" (or "a and b") pair of non-negative decimals in the last <answer> block.
 
-    Upstream accepted start > end and its eval scripts parsed differently from its reward; we reject
-    start > end (None, so reward 0) and this is the one parser used by training and evaluation.
+    Upstream accepted start > end and its eval scripts parsed differently from its reward (reference section 8,
+    defect 4); we reject start > end (None, so reward 0) and this is the one parser used by training and
+    evaluation.
     """
     block = extract_block(text, "answer")
     if block is None:

@@ -3,7 +3,8 @@
 problem  {"object": str, "init_box": [x0, y0, x1, y1]}   (optional "num_boxes", default 8)
 solution {"boxes": [[x0, y0, x1, y1], ... 8]}
 The model must give exactly as many boxes as the annotation has (8 in VideoChat-R1). Upstream sampled 7 frames
-but demanded 8 boxes; the frame count is the extract stage's `tracking_frames`, equal to the box count.
+but demanded 8 boxes (reference section 8, defect 5); the frame count is the extract stage's `tracking_frames`,
+equal to the box count.
 """
 from __future__ import annotations
 

@@ -132,6 +132,7 @@ def test_box_iou_properties(a, b):
         ("<think>a</think> x <answer>0 to 10</answer>", {"format": 0.0, "iou": 1.0}),  # text between blocks
         (think("<answer>0 to 1</answer><answer>0 to 10</answer>"), {"format": 0.0, "iou": 1.0}),  # tag twice
         ("<answer>0 to 10</answer><think>a</think>", {"format": 0.0, "iou": 1.0}),  # wrong order
+        ("<think>put it in <answer></think><answer>0 to 10</answer>", {"format": 0.0, "iou": 1.0}),  # tag in think
     ],
 )
 def test_tg_score(text, expected):

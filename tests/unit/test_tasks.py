@@ -295,7 +295,8 @@ def test_merged_metrics_do_not_depend_on_how_samples_were_split_across_ranks(ass
                 "qa": T.aggregate("qa", [r["metrics"] for r in rows[7:]])}
     got = T.aggregate_records(merged)
     assert list(got) == ["qa", "tg"] and all(got[t] == pytest.approx(expected[t]) for t in expected)
-    assert expected["tg"]["count"] == 7 and expected["tg"]["mIoU"] == pytest.approx((1 + 1 / 3 + 0.6 + 0.1 + 0.1 + 0.9) / 7)
+    assert expected["tg"]["count"] == 7
+    assert expected["tg"]["mIoU"] == pytest.approx((1 + 1 / 3 + 0.6 + 0.1 + 0.1 + 0.9) / 7)
 
 
 def test_merge_counts_a_padded_repeat_once_and_keeps_same_ids_of_other_tasks():
