@@ -1,0 +1,260 @@
+"""Training options do what they promise: frozen vision tower, LoRA, gradient checkpointing, zero-spread group
+filtering, T-GRPO's temporal bonus, per-task sampling weights."""
+import json
+import math
+
+import pytest
+import torch
+from test_video_grpo import length_reward, make_trainer, rollout, tg_rows
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def snapshot(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def changed(before: dict, model) -> set[str]:
+    return {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
+
+
+def grads(model) -> dict[str, torch.Tensor]:
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def loss_and_grads(tr, batch) -> tuple[float, dict]:
+    tr.model.zero_grad()
+    tr.current_gradient_accumulation_steps = 1  # set by Trainer.train() in a real run
+    loss = tr.compute_loss(tr.model, batch)
+    loss.backward()
+    return loss.item(), grads(tr.model)
+
+
+# -- frozen vision tower -----------------------------------------------------------------------------------
+
+def test_frozen_vision_tower_gets_no_gradient_and_keeps_its_weights(tiny_model_dir, frame_files, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from stages.rl.policy import freeze_vision_tower, vision_tower
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    frozen = freeze_vision_tower(model)
+    visual = {id(p) for p in vision_tower(model).parameters()}
+    assert frozen == sum(p.numel() for p in vision_tower(model).parameters()) > 0
+    tr = make_trainer(tiny_model_dir, frame_files, [length_reward], tmp_path, model=model)
+    before = snapshot(tr.model)
+    tr.train()
+    names = {n for n, p in tr.model.named_parameters() if id(p) in visual}
+    moved = changed(before, tr.model)
+    assert names and not (moved & names), "a frozen vision weight changed"
+    assert all(p.grad is None for p in tr.model.parameters() if id(p) in visual)
+    assert moved, "the language model must still train"
+
+
+# -- LoRA ----------------------------------------------------------------------------------------------------
+
+def test_lora_trains_only_adapters_and_starts_at_the_reference(tiny_model_dir, frame_files, tmp_path):
+    from stages.params import LoraParams
+    from stages.rl.policy import lora_config
+
+    cfg = lora_config(LoraParams(enabled=True, r=4, alpha=8, dropout=0.0))
+    tr = make_trainer(tiny_model_dir, frame_files, [length_reward], tmp_path, trainer_kwargs={"peft_config": cfg})
+    trainable = {n for n, p in tr.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    assert not any("visual" in n for n in trainable), "the vision tower is excluded by default"
+    before = snapshot(tr.model)
+    tr.train()
+    moved = changed(before, tr.model)
+    assert moved and moved <= trainable, sorted(moved - trainable)[:5]
+    assert any("lora_B" in n for n in moved)
+    # the reference is the base (adapter disabled) and lora_B starts at zero: the first step's KL is exactly 0
+    assert tr.state.log_history[0]["kl"] == 0.0
+
+
+def test_lora_merge_gives_a_plain_model_with_the_adapters_effect(tiny_model_dir, frame_files, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from stages.params import LoraParams
+    from stages.rl.policy import lora_config, merge_lora
+
+    cfg = lora_config(LoraParams(enabled=True, r=4, alpha=8, dropout=0.0))
+    tr = make_trainer(tiny_model_dir, frame_files, [length_reward], tmp_path / "t", trainer_kwargs={"peft_config": cfg})
+    tr.train()
+    tr.save_model(str(tmp_path / "adapter"))
+    merge_lora(tiny_model_dir, str(tmp_path / "adapter"), str(tmp_path / "merged"))
+    assert (tmp_path / "merged" / "model.safetensors").exists()
+    merged = AutoModelForImageTextToText.from_pretrained(tmp_path / "merged").eval()
+    base = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).eval()
+    ids = torch.tensor([[1, 5, 9, 30, 31, 40, 2]])
+    tr.model.eval()
+    with torch.no_grad():
+        want = tr.model(input_ids=ids).logits
+        got = merged(input_ids=ids).logits
+        orig = base(input_ids=ids).logits
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(got, orig, atol=1e-5), "the merged model must differ from the base"
+
+
+# -- gradient checkpointing ----------------------------------------------------------------------------------
+
+def test_gradient_checkpointing_recomputes_activations_and_keeps_the_gradient(tiny_model_dir, frame_files, tmp_path):
+    tr = make_trainer(tiny_model_dir, frame_files, [length_reward], tmp_path, gradient_checkpointing=True)
+    assert tr.args.activation_checkpointing and tr.args.gradient_checkpointing_kwargs == {"use_reentrant": False}
+    _, batch = rollout(tr)
+    # a pre-hook inside the checkpointed layer forward runs again when backward recomputes the layer (a post-hook
+    # may not: the recompute stops as soon as the saved tensors are rebuilt)
+    inner = tr.model.model.language_model.layers[0].mlp
+    calls = []
+    handle = inner.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        loss_plain, g_plain = loss_and_grads(tr, batch)
+        plain_calls = len(calls)
+        calls.clear()
+        tr.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=tr.args.gradient_checkpointing_kwargs)
+        loss_ckpt, g_ckpt = loss_and_grads(tr, batch)
+    finally:
+        handle.remove()
+    assert len(calls) == 2 * plain_calls, (plain_calls, len(calls))  # forward + recompute in backward
+    assert math.isclose(loss_plain, loss_ckpt, rel_tol=1e-6, abs_tol=1e-7)
+    assert g_plain.keys() == g_ckpt.keys()
+    assert all(torch.allclose(g_plain[n], g_ckpt[n], atol=1e-6) for n in g_plain)
+    assert any(".visual." in f".{n}" for n in g_ckpt), "the vision tower still gets gradients"
+
+
+# -- group filtering -----------------------------------------------------------------------------------------
+
+def test_zero_std_rows_table():
+    from stages.rl.group_filter import total_rewards, zero_std_rows
+
+    nan = float("nan")
+    r = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.5, 0.5, nan, 2.0, nan, nan, 0.3, 0.3, nan, 0.3])
+    assert zero_std_rows(r, 4).tolist() == [True] * 4 + [False] * 4 + [True] * 4 + [True] * 4
+    per_func = torch.tensor([[1.0, nan], [nan, nan], [0.5, 0.5]])
+    assert torch.allclose(total_rewards(per_func, torch.tensor([1.0, 2.0])), torch.tensor([1.0, nan, 1.5]),
+                          equal_nan=True)
+
+
+def test_zero_std_groups_contribute_nothing_and_the_fraction_is_logged(tiny_model_dir, frame_files, tmp_path):
+    from stages.rl.video_grpo import KEEP
+
+    def reward(prompts, completions, id, **kw):  # group s0 all alike; s1 varies with the completion
+        return [1.0 if i == "s0" else len(c[0]["content"]) / 10 for i, c in zip(id, completions)]
+
+    rows = tg_rows(frame_files, 2)
+    tr = make_trainer(tiny_model_dir, frame_files, [reward], tmp_path, rows=rows,
+                      trainer_kwargs={"drop_zero_std_groups": True})
+    inputs, out = rollout(tr)
+    ids = [x["id"] for x in inputs]
+    assert out[KEEP].tolist() == [i != "s0" for i in ids]
+    assert tr._metrics["train"]["filter/dropped_frac"] == [0.5]
+    _, g_filtered = loss_and_grads(tr, out)
+
+    # the same loss computed by hand on the s1 rows only, without the filter
+    idx = torch.tensor([k for k, i in enumerate(ids) if i == "s1"])
+    only_s1 = {k: (v[idx] if isinstance(v, torch.Tensor) and v.ndim and v.size(0) == len(ids)
+                   else [v[i] for i in idx.tolist()] if isinstance(v, list) else v)
+               for k, v in out.items() if k != KEEP}
+    _, g_s1 = loss_and_grads(tr, only_s1)
+    assert g_filtered.keys() == g_s1.keys()
+    assert all(torch.allclose(g_filtered[n], g_s1[n], atol=1e-7) for n in g_s1)
+    # without the filter the zero-advantage rows only dilute the batch mean (8 rows instead of 4): half the step
+    unfiltered = {k: v for k, v in out.items() if k != KEEP}
+    _, g_all = loss_and_grads(tr, unfiltered)
+    assert all(torch.allclose(g_all[n] * 2, g_s1[n], atol=1e-7) for n in g_s1)
+
+
+def test_all_groups_flat_gives_a_zero_loss_but_still_runs_the_forward(tiny_model_dir, frame_files, tmp_path):
+    def constant(prompts, completions, **kw):
+        return [0.5] * len(completions)
+
+    tr = make_trainer(tiny_model_dir, frame_files, [constant], tmp_path, rows=tg_rows(frame_files, 2),
+                      trainer_kwargs={"drop_zero_std_groups": True})
+    _, out = rollout(tr)
+    loss, g = loss_and_grads(tr, out)
+    assert loss == 0.0 and g and all(t.abs().sum() == 0 for t in g.values())
+
+
+# -- T-GRPO --------------------------------------------------------------------------------------------------
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize("ordered, shuffled, expected", [
+    ([1, 0, 1, 0], [1, NAN, 0, NAN], [0.3, 0, 0.3, 0]),     # 0.5 >= 0.8 x 0.5
+    ([1, 0, 0, 0], [1, NAN, 1, NAN], [0, 0, 0, 0]),         # 0.25 < 0.8 x 1.0
+    ([0.8, 0.8, 0.8, 0.8], [1, NAN, 1, NAN], [0.3] * 4),    # exactly 0.8 x shuffled: bonus (>=)
+    ([0.1, 0.5, 0.1, 0.5], [0, NAN, 0, NAN], [0, 0.3, 0, 0.3]),  # accuracy must exceed 0.1
+    ([0, 0, 0, 0], [0, NAN, 0, NAN], [0, 0, 0, 0]),         # passes the contrast, nobody is correct
+    ([1, 1, 1, 1], [NAN] * 4, [0, 0, 0, 0]),                # no shuffled rollout: no contrast, no bonus
+])
+def test_temporal_bonus_table(ordered, shuffled, expected):
+    from stages.rl.tgrpo import temporal_bonus
+
+    got = temporal_bonus(torch.tensor([ordered], dtype=torch.float32), torch.tensor([shuffled]))
+    assert torch.allclose(got, torch.tensor([expected], dtype=torch.float32))
+
+
+def test_temporal_bonus_rejects_misaligned_groups():
+    from stages.rl.tgrpo import accuracy_part, temporal_bonus
+
+    with pytest.raises(ValueError):
+        temporal_bonus(torch.zeros(2, 4), torch.zeros(3, 4))
+    assert [accuracy_part(t) for t in ("tg", "gqa", "tracking", "qa")] == ["iou", "accuracy", "iou", "accuracy"]
+
+
+def test_t_grpo_step_scores_shuffled_cached_frames_and_adds_the_bonus(tiny_model_dir, frame_files, tmp_path):
+    import numpy as np
+    from _multirank_worker import make_bigram_sampler  # answer-shaped rollouts, so accuracies vary
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from stages import tasks as T
+    from stages.params import TGrpoParams
+    from stages.rl.tgrpo import temporal_bonus
+    from stages.rl.video_inputs import encode, load_frames
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    make_bigram_sampler(model, AutoProcessor.from_pretrained(tiny_model_dir).tokenizer)
+    rows = [{"id": f"t{i}", "task": "tg", "prompt": f"When is event {i}?", "frames": frame_files[i],
+             "fps": 2.0, "solution": {"timestamps": [1.0, 5.0]}} for i in range(2)]
+    tr = make_trainer(tiny_model_dir, frame_files, T.reward_functions(["tg"], think=False), tmp_path, rows=rows,
+                      model=model, max_completion_length=16,
+                      trainer_kwargs={"t_grpo": TGrpoParams(enabled=True), "think": False})
+    inputs, out = rollout(tr)
+    last = tr.t_grpo_last
+    assert last["picks"] == [0, 2, 4, 6]  # G/2 shuffled rollouts per group of G = 4
+    for k, order in zip(last["picks"], last["orders"]):
+        assert sorted(order.tolist()) == list(range(8)) and order.tolist() != list(range(8))
+        frames = load_frames(inputs[k]["frames"])  # the frame cache, reordered in memory
+        want = encode(tr.processing_class, inputs[k]["prompt"], np.asarray(frames)[order], 2.0)
+        got = last["rows"][last["picks"].index(k)]
+        assert torch.equal(got["pixel_values_videos"], want["pixel_values_videos"])
+        assert got["input_ids"] == want["input_ids"]
+    # the bonus the trainer added = the pure function on accuracies recomputed here from the texts
+    texts = [c[0]["content"] for c in tr._logs["completion"]]
+    ordered = torch.tensor([T.score("tg", t, json.loads(x["solution"]), False)["iou"]
+                            for t, x in zip(texts, inputs)])
+    shuffled = torch.full((8,), NAN)
+    for k, text in zip(last["picks"], last["texts"]):
+        shuffled[k] = T.score("tg", text, json.loads(inputs[k]["solution"]), False)["iou"]
+    want = temporal_bonus(ordered.view(2, 4), shuffled.view(2, 4)).view(-1)
+    got = torch.tensor(tr._logs["rewards"]["t_grpo_bonus"])
+    assert torch.allclose(got, want)
+    assert want.sum() > 0, ("the case should exercise a non-zero bonus", texts, last["texts"])
+    assert "t_grpo/shuffled_accuracy" in tr._metrics["train"]
+
+
+# -- per-task sampling weights -------------------------------------------------------------------------------
+
+def test_sampler_draws_tasks_in_the_weighted_proportion(tiny_model_dir, frame_files, tmp_path):
+    import random
+
+    from stages.build_samples import apply_weights
+
+    tg = tg_rows(frame_files, 4)
+    qa = [{"id": f"q{i}", "task": "qa", "prompt": "Which?", "frames": frame_files[i % 4], "fps": 2.0,
+           "solution": {"answer": "A"}} for i in range(4)]
+    rng = random.Random(0)
+    rows = apply_weights(tg, 3.0, rng) + apply_weights(qa, 0.5, rng)  # build_samples.weights {tg: 3, qa: 0.5}
+    tr = make_trainer(tiny_model_dir, frame_files, [length_reward], tmp_path, rows=rows)
+    draws = [tr.train_dataset[i]["task"] for i in list(tr._get_train_sampler())[::tr.num_generations]]
+    assert len(draws) == 14 and draws.count("tg") == 12 and draws.count("qa") == 2
