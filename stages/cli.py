@@ -38,6 +38,32 @@ def cmd_flow(args) -> int:
     return 0
 
 
+def cmd_promote(args) -> int:
+    """Move `production` to a version only if the gate in params.yaml (section promote) holds."""
+    from stages.params import load_params
+    from stages.promote import main_promote
+    from stages.tracking import TrackingUnavailable
+
+    try:
+        return main_promote(load_params(args.params), args.model_name, args.version, args.by)
+    except (TrackingUnavailable, LookupError, TimeoutError) as e:
+        print(f"promote: {e}", file=sys.stderr)
+        return 2
+
+
+def cmd_rollback(args) -> int:
+    """Move `production` back to the version that held it before."""
+    from stages.params import load_params
+    from stages.promote import main_rollback
+    from stages.tracking import TrackingUnavailable
+
+    try:
+        return main_rollback(load_params(args.params), args.model_name, args.by)
+    except (TrackingUnavailable, LookupError, TimeoutError) as e:
+        print(f"rollback: {e}", file=sys.stderr)
+        return 2
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="videorft", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -48,6 +74,17 @@ def main(argv=None) -> int:
     f.add_argument("stages", nargs="*", help="stages to run (default: all, in order)")
     f.add_argument("--force", action="store_true", help="re-run stages even if DVC finds them up to date")
     f.set_defaults(fn=cmd_flow)
+    pr = sub.add_parser("promote", help="move 'production' to a version if the promotion gate holds (exit 1: refused)")
+    pr.add_argument("--version", help="version to promote (default: the one with alias promote.from_alias)")
+    pr.add_argument("--model-name", help="registered model (default: register.model_name)")
+    pr.add_argument("--by", help="who decides (recorded; default: $VIDEORFT_ACTOR or user@host)")
+    pr.add_argument("--params", default="params.yaml")
+    pr.set_defaults(fn=cmd_promote)
+    rb = sub.add_parser("rollback", help="restore the previous 'production' version")
+    rb.add_argument("--model-name", help="registered model (default: register.model_name)")
+    rb.add_argument("--by", help="who decides (recorded; default: $VIDEORFT_ACTOR or user@host)")
+    rb.add_argument("--params", default="params.yaml")
+    rb.set_defaults(fn=cmd_rollback)
     from stages import score  # light: the task modules only
 
     sc = sub.add_parser("score", help="score a predictions JSONL against annotations in an upstream format")

@@ -1,14 +1,19 @@
-"""Stage evaluate: greedy decoding of the candidate (trained) and the baseline (base) model on the held-out
-samples of every task; per-task metrics for both and the difference; per-sample predictions.
+"""Stage evaluate: pinned greedy decoding of the candidate (trained) and the base model on the held-out samples of
+every task; per-task metrics for both and the difference; a general-ability regression check (multiple-choice QA);
+per-sample predictions; plots.
 
-Writes metrics/eval.json, metrics/predictions.jsonl, and logs eval/<model>/<task>/<metric> to the training run.
+The base model's completions are cached outside the DVC outs (stages/eval_cache.py): evaluating a new candidate
+on the same inputs does not run the base again. Writes metrics/eval.json, metrics/predictions.jsonl,
+metrics/plots/*.png, and logs eval/<model>/<task>/<metric>, the predictions and the plots to the training run.
 """
 from __future__ import annotations
 
 import os
-from collections import defaultdict
+import time
+from collections import Counter, defaultdict
 from pathlib import Path
 
+from stages import eval_cache, eval_plots
 from stages import tasks as task_registry
 from stages.io import read_json, read_jsonl, write_json, write_jsonl
 from stages.params import EvaluateParams, MlflowParams, load_params
@@ -37,14 +42,6 @@ def score_outputs(rows: list[dict], outputs: list[str], think: bool = True) -> t
     return {t: task_registry.aggregate(t, v) for t, v in sorted(per_task.items())}, records
 
 
-def evaluate_model(name_or_path: str, rows: list[dict], p: EvaluateParams, think: bool) -> tuple[dict, list[dict]]:
-    from stages.rl.generate import generate, load_policy
-
-    model, processor = load_policy(name_or_path)
-    outputs = generate(model, processor, rows, p.max_new_tokens, p.batch_size)
-    return score_outputs(rows, outputs, think)
-
-
 def delta(candidate: dict, baseline: dict) -> dict:
     return {
         t: {k: round(v - baseline[t][k], 6) for k, v in m.items() if k != "count" and k in baseline.get(t, {})}
@@ -52,36 +49,115 @@ def delta(candidate: dict, baseline: dict) -> dict:
     }
 
 
+def general_check(candidate: dict, baseline: dict, p: EvaluateParams) -> dict:
+    """Did the candidate keep its general ability (e.g. multiple-choice QA accuracy) within the tolerance?"""
+    out = {"task": p.general_task, "metric": p.general_metric, "tolerance": p.general_tolerance}
+    cand = candidate.get(p.general_task, {}).get(p.general_metric)
+    base = baseline.get(p.general_task, {}).get(p.general_metric)
+    if cand is None or base is None:
+        return {**out, "kept": None, "reason": f"no {p.general_task} samples evaluated"}
+    drop = base - cand
+    return {**out, "candidate": cand, "baseline": base, "delta": round(cand - base, 6),
+            "kept": drop <= p.general_tolerance + 1e-12}
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def generate_outputs(name_or_path: str, rows: list[dict], p: EvaluateParams) -> list[str]:
+    from stages.rl.generate import generate, load_policy
+
+    model, processor = load_policy(name_or_path)
+    return generate(model, processor, rows, p.max_new_tokens, p.batch_size)
+
+
+def baseline_outputs(name_or_path: str, rows: list[dict], p: EvaluateParams,
+                     hasher: eval_cache.FileHasher, inputs_fp: str) -> tuple[list[str], dict]:
+    """The base model's completions, from the cache when the same model saw the same inputs the same way."""
+    from stages.rl.generate import DECODING
+
+    if not p.baseline_cache_dir:
+        return generate_outputs(name_or_path, rows, p), {"cached": False, "cache": None}
+    cache = eval_cache.GenerationCache(p.baseline_cache_dir)
+    parts = {
+        "model": eval_cache.model_fingerprint(name_or_path, hasher),
+        "inputs": inputs_fp,
+        "decoding": {**DECODING, "max_new_tokens": p.max_new_tokens, "batch_size": p.batch_size},
+        "code": eval_cache.code_fingerprint(_device()),
+    }
+    key = eval_cache.cache_key(parts["model"], parts["inputs"], parts["decoding"], parts["code"])
+    ids = [r["id"] for r in rows]
+    outputs = cache.get(key, ids)
+    if outputs is not None:
+        return outputs, {"cached": True, "cache": str(cache.path(key))}
+    outputs = generate_outputs(name_or_path, rows, p)
+    cache.put(key, ids, outputs, {**parts, "model_name": name_or_path})
+    return outputs, {"cached": False, "cache": str(cache.path(key))}
+
+
 def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlflow_p: MlflowParams,
         train_summary: str | None = None, think: bool = True) -> dict:
     rows = select(read_jsonl(samples_path), p.max_samples_per_task)
     if not rows:
         raise ValueError(f"{samples_path}: no evaluation samples")
-    cand_metrics, cand_records = evaluate_model(candidate, rows, p, think)
-    base_metrics, base_records = evaluate_model(baseline, rows, p, think)
+    hasher = eval_cache.FileHasher(
+        Path(os.path.expanduser(p.baseline_cache_dir)) / "file-hashes.json" if p.baseline_cache_dir else None)
+    inputs_fp = eval_cache.inputs_fingerprint(rows, hasher)
+    candidate_fp = eval_cache.model_fingerprint(candidate, hasher)
+    cand_metrics, cand_records = score_outputs(rows, generate_outputs(candidate, rows, p), think)
+    base_out, cache_info = baseline_outputs(baseline, rows, p, hasher, inputs_fp)
+    hasher.save()
+    base_metrics, base_records = score_outputs(rows, base_out, think)
     result = {
-        "candidate": {"model": candidate, "metrics": cand_metrics},
-        "baseline": {"model": baseline, "metrics": base_metrics},
+        "candidate": {"model": candidate, "model_sha256": candidate_fp, "metrics": cand_metrics},
+        "baseline": {"model": baseline, "metrics": base_metrics, **cache_info},
         "delta": delta(cand_metrics, base_metrics),
+        "general": general_check(cand_metrics, base_metrics, p),
         "samples": len(rows),
+        "samples_per_task": dict(sorted(Counter(r["task"] for r in rows).items())),
+        "inputs_sha256": inputs_fp,
     }
     out = Path(p.out_dir)
     write_json(out / "eval.json", result)
     write_jsonl(out / "predictions.jsonl",
                 [{"model": "candidate", **r} for r in cand_records] + [{"model": "baseline", **r} for r in base_records])
-    if train_summary and Path(train_summary).exists():
-        import mlflow
 
-        from stages.tracking import finite_metrics, setup
-
-        setup(mlflow_p)
-        run_id = read_json(train_summary)["mlflow_run_id"]
-        flat = {f"eval/{who}/{t}/{k}": v for who, m in (("candidate", cand_metrics), ("baseline", base_metrics))
-                for t, mt in m.items() for k, v in mt.items()}
-        with mlflow.start_run(run_id=run_id):
-            mlflow.log_metrics(finite_metrics(flat))
-            mlflow.log_artifact(str(out / "eval.json"), artifact_path="eval")
+    run_id = read_json(train_summary)["mlflow_run_id"] if train_summary and Path(train_summary).exists() else None
+    client = _connect(mlflow_p) if run_id else None
+    history = eval_plots.reward_history(client, run_id) if client else {}
+    plots = eval_plots.write_all(out / "plots", cand_records, base_records, cand_metrics, base_metrics, history)
+    if client:
+        _log(client, run_id, cand_metrics, base_metrics, [out / "eval.json", out / "predictions.jsonl"], plots)
     return result
+
+
+def _connect(mlflow_p: MlflowParams):
+    from mlflow import MlflowClient
+
+    from stages.tracking import require_reachable, setup
+
+    uri = setup(mlflow_p, experiment=False)
+    require_reachable(uri)
+    return MlflowClient(uri)
+
+
+def _log(client, run_id: str, cand_metrics: dict, base_metrics: dict, files: list[Path], plots: list[Path]) -> None:
+    """Metrics, predictions and plots go into the training run, next to its reward curves."""
+    from mlflow.entities import Metric
+
+    from stages.tracking import finite_metrics
+
+    flat = {f"eval/{who}/{t}/{k}": v for who, m in (("candidate", cand_metrics), ("baseline", base_metrics))
+            for t, mt in m.items() for k, v in mt.items()}
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in finite_metrics(flat).items()])
+    for f in files:
+        client.log_artifact(run_id, str(f), artifact_path="eval")
+    for f in plots:
+        client.log_artifact(run_id, str(f), artifact_path="eval/plots")
 
 
 def main() -> None:
@@ -92,6 +168,9 @@ def main() -> None:
               os.path.join(params.train.out_dir, "train_summary.json"), params.build_samples.think)
     for t, m in res["candidate"]["metrics"].items():
         print(f"evaluate: {t}: candidate {m} | baseline {res['baseline']['metrics'][t]}")
+    g = res["general"]
+    print(f"evaluate: base model results {'from cache' if res['baseline']['cached'] else 'computed'} "
+          f"({res['baseline']['cache']}); general ability {g['task']}.{g['metric']}: kept={g['kept']}")
 
 
 if __name__ == "__main__":

@@ -1,72 +1,211 @@
-"""Stage register: the trained checkpoint becomes an MLflow logged model (checkpoint + processor), a registered
-model version tagged with its lineage and metrics, and an alias (default `staging`).
+"""Stage register: the trained checkpoint becomes an MLflow logged model (checkpoint + processor + the prompt
+templates + a generated model card), then a registered model version tagged with its lineage (git commit, DVC
+hashes of the data, params hash, training run, metrics) and the alias `staging`.
 
-Idempotent per training run: a version whose `train_run_id` tag matches is reused, not duplicated.
+Idempotent and restartable, keyed by the training run id (tag `train_run_id`):
+  1. a version of this training run exists  -> reuse it (refresh its metric tags if evaluate re-ran; alias);
+  2. a logged model of this run exists      -> READY: register it; PENDING (an attempt killed mid-upload):
+                                               upload again into it and finalize it; FAILED: delete it;
+  3. otherwise create the logged model, upload, finalize READY, register;
+  4. two versions of one run (two registers raced) -> the later one deletes its own, one version remains.
+So a retry after any failure converges on exactly one version with everything attached. An unreachable
+tracking server fails the stage at once with its URI named (stages/tracking.py bounds MLflow's retries).
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
-from stages.io import read_json, sha256_file, write_json
-from stages.params import MlflowParams, RegisterParams, load_params
-from stages.tracking import metric_name
+import yaml
+
+from stages import model_card
+from stages import tasks as task_registry
+from stages.io import read_json, sha256_json, write_json
+from stages.params import MlflowParams, Params, RegisterParams, load_params
+from stages.tracking import TrackingUnavailable, is_http, metric_name, require_reachable
+
+# Training-output files that are not part of the model: trainer checkpoints (optimizer state) and the
+# pickled TrainingArguments (a pickle is never shipped).
+_NOT_SHIPPED = {"checkpoints", "training_args.bin"}
 
 
-def git_commit() -> str:
+def git_commit(repo: str = ".") -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
-def lineage_tags(train_summary: dict, eval_result: dict, params_file: str = "params.yaml") -> dict[str, str]:
+def dvc_hashes(lock_path: str | os.PathLike, outs: list[str]) -> dict[str, str]:
+    """The hash dvc.lock records for each named out (e.g. data/samples -> md5 '...dir'); 'missing' if none."""
+    found: dict[str, str] = {}
+    if Path(lock_path).exists():
+        lock = yaml.safe_load(Path(lock_path).read_text()) or {}
+        for stage in (lock.get("stages") or {}).values():
+            for out in stage.get("outs") or []:
+                if out.get("path") in outs:
+                    found[out["path"]] = out.get("md5") or out.get("etag") or out.get("checksum") or "unknown"
+    return {o: found.get(o, "missing") for o in outs}
+
+
+def lineage_tags(summary: dict, eval_result: dict, *, commit: str, data_hashes: dict[str, str],
+                 params_sha256: str) -> dict[str, str]:
     tags = {
-        "train_run_id": train_summary["mlflow_run_id"],
-        "base_model": train_summary["base_model"],
-        "git_commit": git_commit(),
-        "params_sha256": sha256_file(params_file) if os.path.exists(params_file) else "none",
+        "train_run_id": summary["mlflow_run_id"],
+        "base_model": summary["base_model"],
+        "git_commit": commit,
+        "params_sha256": params_sha256,
+        "eval_inputs_sha256": eval_result.get("inputs_sha256", "unknown"),
+        "model_sha256": eval_result["candidate"].get("model_sha256", "unknown"),
+        # machine-readable metrics for the promotion gate (raw metric names, JSON)
+        "metrics": json.dumps(eval_result["candidate"]["metrics"], sort_keys=True),
+        "baseline_metrics": json.dumps(eval_result["baseline"]["metrics"], sort_keys=True),
     }
-    if os.path.exists("dvc.lock"):
-        tags["dvc_lock_sha256"] = sha256_file("dvc.lock")
-    for task, metrics in eval_result["candidate"]["metrics"].items():
-        for k, v in metrics.items():
-            tags[metric_name(f"metric.{task}.{k}")] = f"{v:.6g}" if isinstance(v, float) else str(v)
+    tags.update({f"dvc.{path}": h for path, h in data_hashes.items()})
+    for prefix, who in (("metric", "candidate"), ("baseline", "baseline")):
+        for task, metrics in eval_result[who]["metrics"].items():
+            for k, v in metrics.items():
+                tags[metric_name(f"{prefix}.{task}.{k}")] = f"{v:.6g}" if isinstance(v, float) else str(v)
     return tags
 
 
-def find_version(client, name: str, train_run_id: str):
-    for v in client.search_model_versions(f"name = '{name}'"):
-        if v.tags.get("train_run_id") == train_run_id:
-            return v
-    return None
+def prompt_files(prompt_dir: str | None) -> list[Path]:
+    folder = Path(prompt_dir) if prompt_dir else task_registry.PROMPT_DIR
+    files = sorted(folder.glob("*.txt"))
+    if not files:
+        raise FileNotFoundError(f"no prompt templates (*.txt) in {folder}")
+    return files
 
 
-def run(p: RegisterParams, mlflow_p: MlflowParams, model_dir: str, eval_path: str) -> dict:
+def stage_model_dir(model_dir: str, prompts: list[Path], card: str, dest: Path) -> Path:
+    """What the logged model holds: checkpoint + processor files, prompts/, MODEL_CARD.md."""
+    src = Path(model_dir)
+    dest.mkdir(parents=True)
+    for item in sorted(src.iterdir()):
+        if item.name in _NOT_SHIPPED or item.name.startswith("."):
+            continue
+        if item.is_dir():
+            shutil.copytree(item, dest / item.name)
+        else:
+            shutil.copy2(item, dest / item.name)
+    (dest / "prompts").mkdir()
+    for f in prompts:
+        shutil.copy2(f, dest / "prompts" / f.name)
+    (dest / "MODEL_CARD.md").write_text(card, encoding="utf-8")
+    return dest
+
+
+def find_versions(client, name: str, train_run_id: str) -> list:
+    try:
+        found = client.search_model_versions(f"name = '{name}' and tags.train_run_id = '{train_run_id}'")
+    except Exception as e:  # a registry without the model yet answers RESOURCE_DOES_NOT_EXIST on some stores
+        if "RESOURCE_DOES_NOT_EXIST" in str(e):
+            return []
+        raise
+    return sorted(found, key=lambda v: int(v.version))
+
+
+def find_logged_models(client, experiment_id: str, name: str, train_run_id: str) -> list:
+    found = client.search_logged_models(
+        experiment_ids=[experiment_id], filter_string=f"tags.train_run_id = '{train_run_id}'")
+    return [m for m in found if m.name == name]
+
+
+def logged_model_for(client, p: RegisterParams, summary: dict, tags: dict[str, str], build_dir) -> str:
+    """A READY logged model of this training run: reused, resumed, or created (steps 2-3 of the docstring)."""
     import mlflow
+    from mlflow.entities import LoggedModelStatus
+
+    run_id, experiment_id = summary["mlflow_run_id"], summary["mlflow_experiment_id"]
+    existing = find_logged_models(client, experiment_id, p.model_name, run_id)
+    for m in existing:
+        if m.status == LoggedModelStatus.FAILED:
+            client.delete_logged_model(m.model_id)
+    ready = [m for m in existing if m.status == LoggedModelStatus.READY]
+    if ready:
+        return ready[0].model_id
+    pending = [m for m in existing if m.status == LoggedModelStatus.PENDING]
+    if pending:
+        model_id = pending[0].model_id
+        print(f"register: resuming logged model {model_id} left PENDING by an interrupted attempt")
+    else:
+        model_id = mlflow.initialize_logged_model(
+            name=p.model_name, source_run_id=run_id, tags=tags, model_type="video-mllm",
+            experiment_id=experiment_id).model_id
+    # An upload that fails leaves the model PENDING, and the retry resumes it (same files, same paths).
+    client.log_model_artifacts(model_id, str(build_dir()))
+    client.finalize_logged_model(model_id, "READY")
+    return model_id
+
+
+def register_version(client, p: RegisterParams, model_id: str, tags: dict[str, str]):
+    """Register the logged model; if another register of the same run won a race, keep the oldest version."""
+    import mlflow
+
+    mine = mlflow.register_model(f"models:/{model_id}", p.model_name, tags=tags)
+    versions = find_versions(client, p.model_name, tags["train_run_id"])
+    keep = versions[0] if versions else mine
+    if str(keep.version) != str(mine.version):
+        client.delete_model_version(p.model_name, mine.version)
+    return keep
+
+
+def run(p: RegisterParams, mlflow_p: MlflowParams, model_dir: str, eval_path: str, *,
+        prompt_dir: str | None = None, params: Params | None = None, lock_path: str = "dvc.lock",
+        repo: str = ".") -> dict:
     from mlflow import MlflowClient
 
     from stages.tracking import setup
 
-    uri = setup(mlflow_p)
-    client = MlflowClient()
+    uri = setup(mlflow_p, experiment=False)
+    require_reachable(uri)
+    try:
+        return _register(MlflowClient(uri), uri, p, model_dir, eval_path, prompt_dir, params, lock_path, repo)
+    except TrackingUnavailable:
+        raise
+    except Exception:
+        if is_http(uri):
+            require_reachable(uri)  # the server went away mid-way: say so, naming it
+        raise
+
+
+def _register(client, uri, p, model_dir, eval_path, prompt_dir, params, lock_path, repo) -> dict:
     summary = read_json(os.path.join(model_dir, "train_summary.json"))
-    tags = lineage_tags(summary, read_json(eval_path))
-    version = find_version(client, p.model_name, summary["mlflow_run_id"])
-    if version is None:
-        logged = mlflow.initialize_logged_model(
-            name=p.model_name, source_run_id=summary["mlflow_run_id"], tags=tags, model_type="video-mllm")
-        try:
-            client.log_model_artifacts(logged.model_id, model_dir)
-            mlflow.finalize_logged_model(logged.model_id, "READY")
-        except Exception:
-            mlflow.finalize_logged_model(logged.model_id, "FAILED")
-            raise
-        version = mlflow.register_model(f"models:/{logged.model_id}", p.model_name, tags=tags)
+    eval_result = read_json(eval_path)
+    params = params or Params()
+    tags = lineage_tags(summary, eval_result, commit=git_commit(repo),
+                        data_hashes=dvc_hashes(lock_path, p.lineage_outs),
+                        params_sha256=sha256_json(params.model_dump()))
+    run_id = summary["mlflow_run_id"]
+    versions = find_versions(client, p.model_name, run_id)
+    reused = bool(versions)
+    with tempfile.TemporaryDirectory(prefix="videorft-register-") as tmp:
+        def build_dir() -> Path:
+            prompts = prompt_files(prompt_dir)
+            card = model_card.render(p.model_name, summary, eval_result, tags, params.train.model_dump(),
+                                     [f.name for f in prompts])
+            return stage_model_dir(model_dir, prompts, card, Path(tmp) / "model")
+
+        if versions:  # already registered: refresh tags that a re-evaluation changed
+            version = versions[0]
+            for k, v in tags.items():
+                if version.tags.get(k) != v:
+                    client.set_model_version_tag(p.model_name, version.version, k, v)
+        else:
+            model_id = logged_model_for(client, p, summary, tags, build_dir)
+            version = register_version(client, p, model_id, tags)
     client.set_registered_model_alias(p.model_name, p.alias, version.version)
     record = {
-        "model_name": p.model_name, "version": str(version.version), "alias": p.alias,
-        "train_run_id": summary["mlflow_run_id"], "source": version.source, "tracking_uri": uri,
+        "model_name": p.model_name, "version": str(version.version), "alias": p.alias, "reused": reused,
+        "train_run_id": run_id, "source": version.source, "tracking_uri": uri,
     }
     write_json(p.out, record)
     return record
@@ -74,8 +213,15 @@ def run(p: RegisterParams, mlflow_p: MlflowParams, model_dir: str, eval_path: st
 
 def main() -> None:
     params = load_params()
-    rec = run(params.register, params.mlflow, params.train.out_dir, os.path.join(params.evaluate.out_dir, "eval.json"))
-    print(f"register: {rec['model_name']} version {rec['version']} -> alias '{rec['alias']}' (run {rec['train_run_id']})")
+    try:
+        rec = run(params.register, params.mlflow, params.train.out_dir,
+                  os.path.join(params.evaluate.out_dir, "eval.json"),
+                  prompt_dir=params.build_samples.prompt_dir, params=params)
+    except TrackingUnavailable as e:
+        raise SystemExit(f"register: {e}") from None
+    state = "already registered" if rec["reused"] else "registered"
+    print(f"register: {rec['model_name']} version {rec['version']} {state} -> alias '{rec['alias']}' "
+          f"(run {rec['train_run_id']})")
 
 
 if __name__ == "__main__":

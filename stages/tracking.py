@@ -1,22 +1,66 @@
-"""MLflow wiring shared by train, evaluate and register. The tracking URI comes from MLFLOW_TRACKING_URI when set
-(a server, Postgres-backed in production), else from params (SQLite file for the embedded default)."""
+"""MLflow wiring shared by train, evaluate, register and promote. The tracking URI comes from MLFLOW_TRACKING_URI
+when set (a server, Postgres-backed in production), else from params (SQLite file for the embedded default).
+
+A server that is down must fail fast with a message naming it: MLflow's own defaults retry 7 times with
+exponential backoff and wait 120 s per request (minutes of silence), so `setup` bounds both unless the user set
+them, and `require_reachable` asks the server's /health once before any work starts.
+"""
 from __future__ import annotations
 
 import os
 import re
+import urllib.error
+import urllib.request
 
 from stages.params import MlflowParams
 
 _BAD = re.compile(r"[^0-9A-Za-z_\-. /:]")
 
+# Bounded client behaviour (seconds / attempts); an explicit environment value wins.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 
-def setup(p: MlflowParams) -> str:
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking server cannot be reached; the message names its URI."""
+
+
+def tracking_uri(p: MlflowParams) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or p.tracking_uri
+
+
+def is_http(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def require_reachable(uri: str, timeout: float = 10.0) -> None:
+    """Raise TrackingUnavailable unless an HTTP tracking server answers /health (other stores: nothing to ask)."""
+    if not is_http(uri):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
+            if resp.status == 200:
+                return
+            reason = f"HTTP {resp.status}"
+    except (urllib.error.URLError, OSError) as e:
+        reason = str(getattr(e, "reason", e))
+    raise TrackingUnavailable(f"MLflow tracking server {uri} is unreachable ({reason}); start it or set "
+                              f"MLFLOW_TRACKING_URI, then retry")
+
+
+def setup(p: MlflowParams, experiment: bool = True) -> str:
     import mlflow
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or p.tracking_uri
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    uri = tracking_uri(p)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or p.experiment)
+    if experiment:
+        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or p.experiment)
     return uri
 
 

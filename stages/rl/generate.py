@@ -6,6 +6,9 @@ import torch
 
 from stages.rl.video_inputs import encode, load_frames, model_video_kwargs, placeholder_token_ids, video_message
 
+# Pinned decoding: greedy, one beam; part of the evaluation base-cache key (stages/eval_cache.py).
+DECODING = {"do_sample": False, "num_beams": 1}
+
 
 def load_policy(name_or_path: str, device: str | None = None):
     """Model + processor from a local folder or a hub id (HF_HUB_OFFLINE decides whether a hub is asked)."""
@@ -38,7 +41,7 @@ def generate(model, processor, rows: list[dict], max_new_tokens: int, batch_size
         video = model_video_kwargs(enc, ids, cfg.video_token_id, getattr(cfg, "image_token_id", None))
         out = model.generate(
             input_ids=ids, attention_mask=mask, **video,
-            do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+            **DECODING, max_new_tokens=max_new_tokens,
             temperature=None, top_p=None, top_k=None,
             suppress_tokens=placeholder_token_ids(tok),
             pad_token_id=tok.pad_token_id, eos_token_id=cfg.text_config.eos_token_id,

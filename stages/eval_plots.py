@@ -1,0 +1,103 @@
+"""Evaluation plots (PNG, matplotlib without a display): per-task IoU histograms, candidate vs base bars, and
+the training run's reward curves. Declared as DVC plots of the evaluate stage and logged to the MLflow run."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from stages.io import atomic_path
+
+# The per-sample overlap each spatio-temporal task is judged by (see stages/tasks/*.sample_metrics).
+IOU_FIELD = {"tg": "iou", "gqa": "evidence_iou", "tracking": "miou"}
+# The headline metric of each task in the comparison chart.
+HEADLINE = {"tg": "mIoU", "gqa": "evidence_mIoU", "tracking": "AO", "qa": "accuracy"}
+BINS = [i / 10 for i in range(11)]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80, bbox_inches="tight")
+    _pyplot().close(fig)
+
+
+def iou_values(records: list[dict]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for r in records:
+        field = IOU_FIELD.get(r["task"])
+        if field is not None:
+            out.setdefault(r["task"], []).append(float(r["metrics"][field]))
+    return out
+
+
+def iou_histograms(candidate: list[dict], baseline: list[dict], path: str | os.PathLike) -> None:
+    plt = _pyplot()
+    cand, base = iou_values(candidate), iou_values(baseline)
+    tasks = [t for t in IOU_FIELD if t in cand or t in base] or ["tg"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        ax.hist([base.get(task, []), cand.get(task, [])], bins=BINS, label=["base", "candidate"])
+        ax.set_title(f"{task}: {IOU_FIELD.get(task, 'iou')} per sample")
+        ax.set_xlabel("IoU")
+        ax.set_ylabel("samples")
+        ax.legend()
+    _save(fig, path)
+
+
+def comparison_bars(candidate: dict, baseline: dict, path: str | os.PathLike) -> None:
+    plt = _pyplot()
+    tasks = [t for t in HEADLINE if t in candidate]
+    labels = [f"{t}\n{HEADLINE[t]}" for t in tasks]
+    xs = range(len(tasks))
+    fig, ax = plt.subplots(figsize=(1.8 * max(len(tasks), 2), 3))
+    ax.bar([x - 0.2 for x in xs], [baseline.get(t, {}).get(HEADLINE[t], 0.0) for t in tasks], 0.4, label="base")
+    ax.bar([x + 0.2 for x in xs], [candidate[t].get(HEADLINE[t], 0.0) for t in tasks], 0.4, label="candidate")
+    ax.set_xticks(list(xs), labels)
+    ax.set_ylim(0, 1)
+    ax.set_title("candidate vs base")
+    ax.legend()
+    _save(fig, path)
+
+
+def reward_history(client, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    """Total reward and per-task reward parts (rewards/<task>_<part>/mean) logged by the train stage."""
+    run = client.get_run(run_id)
+    names = [m for m in run.data.metrics if m == "reward" or (m.startswith("rewards/") and m.endswith("/mean"))]
+    return {n: [(h.step, h.value) for h in sorted(client.get_metric_history(run_id, n), key=lambda h: h.step)]
+            for n in sorted(names)}
+
+
+def reward_curves(history: dict[str, list[tuple[int, float]]], path: str | os.PathLike) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for name, points in history.items():
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=".",
+                    label=name.removeprefix("rewards/").removesuffix("/mean"),
+                    linewidth=2.5 if name == "reward" else 1)
+    if not history:
+        ax.text(0.5, 0.5, "no training reward history found", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean reward")
+    ax.set_title("training reward curves")
+    if history:
+        ax.legend(fontsize=6, ncol=2)
+    _save(fig, path)
+
+
+def write_all(out_dir: str | os.PathLike, cand_records: list[dict], base_records: list[dict],
+              cand_metrics: dict, base_metrics: dict, history: dict) -> list[Path]:
+    out = Path(out_dir)
+    paths = [out / "iou_hist.png", out / "candidate_vs_baseline.png", out / "reward_curves.png"]
+    iou_histograms(cand_records, base_records, paths[0])
+    comparison_bars(cand_metrics, base_metrics, paths[1])
+    reward_curves(history, paths[2])
+    return paths

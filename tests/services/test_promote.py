@@ -1,0 +1,110 @@
+"""Gated promotion and rollback against real MLflow servers (SQLite; PostgreSQL + S3 artifacts), through the
+`videorft` command line, including two promotions racing from two processes."""
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import yaml
+from mlflow import MlflowClient
+
+from stages import register
+from stages.params import MlflowParams, Params, RegisterParams
+
+ROOT = Path(__file__).resolve().parents[2]
+GATE = {"improve": {"tg.mIoU": 0.05, "gqa.evidence_mIoU": 0.0, "tracking.AO": 0.0}, "keep": {"qa.accuracy": 0.05}}
+
+
+def videorft(args, tmp_path, server, name, **popen):
+    params = tmp_path / "params.yaml"
+    if not params.exists():
+        params.write_text(yaml.safe_dump({"register": {"model_name": name}, "promote": GATE}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": server.uri}
+    cmd = [sys.executable, "-m", "stages.cli"] + args + ["--params", str(params)]
+    return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **popen)
+
+
+def call(args, tmp_path, server, name):
+    proc = videorft(args, tmp_path, server, name)
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, out, err
+
+
+def registered(make_candidate, tmp_path, name, cand, base) -> str:
+    model_dir, eval_path, _ = make_candidate(cand, base)
+    p = RegisterParams(model_name=name, out=str(tmp_path / "register.json"))
+    return register.run(p, MlflowParams(), model_dir, eval_path, params=Params())["version"]
+
+
+def decisions(version) -> list[dict]:
+    return [json.loads(v) for k, v in sorted(version.tags.items()) if k.startswith("decision.")]
+
+
+def test_gate_promotes_refuses_and_rollback_restores(mlflow_server, make_candidate, metrics, tmp_path):
+    name = f"pro-{uuid.uuid4().hex[:8]}"
+    client = MlflowClient(mlflow_server.uri)
+    base = metrics(tg=0.1, gqa_iou=0.1, ao=0.1, qa=0.5)
+    v1 = registered(make_candidate, tmp_path, name, metrics(tg=0.3, gqa_iou=0.2, ao=0.2, qa=0.48), base)
+
+    # first promotion: judged against the base model measured in v1's own evaluation
+    rc, out, err = call(["promote", "--by", "alice"], tmp_path, mlflow_server, name)
+    assert rc == 0, err
+    assert client.get_model_version_by_alias(name, "production").version == v1
+    tags = client.get_model_version(name, v1).tags
+    assert tags["promotion.decision"] == "promoted" and tags["promotion.by"] == "alice"
+    assert tags["promotion.reference"] == "base model" and tags["previous_production"] == "none"
+    tg = next(c for c in json.loads(tags["promotion.checks"]) if c["metric"] == "tg.mIoU")
+    assert (tg["candidate"], tg["reference"], tg["delta"], tg["ok"]) == (0.3, 0.1, 0.2, True)
+
+    # a better one replaces it; a worse one (QA dropped beyond tolerance) is refused and recorded
+    v2 = registered(make_candidate, tmp_path, name, metrics(tg=0.4, gqa_iou=0.2, ao=0.25, qa=0.48), base)
+    assert call(["promote", "--version", v2], tmp_path, mlflow_server, name)[0] == 0
+    v3 = registered(make_candidate, tmp_path, name, metrics(tg=0.6, gqa_iou=0.3, ao=0.3, qa=0.40), base)
+    rc, out, err = call(["promote", "--version", v3], tmp_path, mlflow_server, name)
+    assert rc == 1 and "REFUSED" in out
+    assert client.get_model_version_by_alias(name, "production").version == v2
+    t3 = client.get_model_version(name, v3).tags
+    assert t3["promotion.decision"] == "refused" and t3["promotion.reference"] == f"version {v2}"
+    failed = [c for c in json.loads(t3["promotion.checks"]) if not c["ok"]]
+    assert [c["metric"] for c in failed] == ["qa.accuracy"] and failed[0]["delta"] == -0.08
+    assert json.loads(t3["promotion.gate"]) == GATE
+
+    # rollback restores v1 and records both sides; a second rollback has nothing before v1
+    rc, out, err = call(["rollback", "--by", "bob"], tmp_path, mlflow_server, name)
+    assert rc == 0, err
+    assert client.get_model_version_by_alias(name, "production").version == v1
+    assert decisions(client.get_model_version(name, v2))[-1]["decision"] == "rolled_back"
+    restored = decisions(client.get_model_version(name, v1))
+    assert [d["decision"] for d in restored] == ["promoted", "restored"] and restored[-1]["by"] == "bob"
+    rc, out, err = call(["rollback"], tmp_path, mlflow_server, name)
+    assert rc == 2 and "no previous one" in err
+    assert client.get_model_version_by_alias(name, "production").version == v1
+
+
+def test_two_concurrent_promotions_leave_one_production(mlflow_server, make_candidate, metrics, tmp_path):
+    """Two candidates that both beat the base but not each other, promoted at the same moment from two
+    processes: the first to hold the lock is promoted against the base; the second is judged against it and
+    refused. Without the lock both would be judged against the base and both would say 'promoted'."""
+    name = f"race-{uuid.uuid4().hex[:8]}"
+    client = MlflowClient(mlflow_server.uri)
+    base = metrics(tg=0.1, gqa_iou=0.1, ao=0.1)
+    same = metrics(tg=0.3, gqa_iou=0.3, ao=0.3)
+    va = registered(make_candidate, tmp_path, name, same, base)
+    vb = registered(make_candidate, tmp_path, name, same, base)
+    procs = {v: videorft(["promote", "--version", v, "--by", f"proc-{v}"], tmp_path, mlflow_server, name)
+             for v in (va, vb)}
+    results = {v: (p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for v, p in procs.items()}
+    assert sorted(r[0] for r in results.values()) == [0, 1], results
+
+    winner = client.get_model_version_by_alias(name, "production").version
+    loser = vb if winner == va else va
+    assert results[winner][0] == 0 and results[loser][0] == 1
+    tw, tl = client.get_model_version(name, winner).tags, client.get_model_version(name, loser).tags
+    assert tw["promotion.decision"] == "promoted" and tw["promotion.reference"] == "base model"
+    assert tl["promotion.decision"] == "refused" and tl["promotion.reference"] == f"version {winner}"
+    holders = [v for v in (va, vb) if "production" in client.get_model_version(name, v).aliases]
+    assert holders == [winner] and client.get_registered_model(name).aliases["production"] == winner
+    assert not client.search_registered_models(f"name = '{name}.promotion-lock'")  # released

@@ -1,0 +1,132 @@
+"""The evaluate stage on the tiny offline model: candidate and base on every task, the base model's
+generations cached per (model content, inputs, decoding, code), the QA regression check, predictions, plots,
+and everything logged into the training run."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from stages import eval_cache, evaluate
+from stages import tasks as task_registry
+from stages.io import read_jsonl, write_jsonl
+from stages.params import EvaluateParams, MlflowParams
+
+PROBLEMS = {
+    "tg": ({"duration": 8.0, "sentence": "the red square moves right"}, {"timestamps": [1.0, 4.0]}),
+    "gqa": ({"duration": 8.0, "question": "what moves", "options": ["(A) square", "(B) circle"]},
+            {"answer": "A", "glue": [[1.0, 4.0]]}),
+    "tracking": ({"object": "red square", "init_box": [0.1, 0.1, 0.3, 0.3]},
+                 {"boxes": [[0.1, 0.1, 0.3, 0.3]] * 8}),
+    "qa": ({"question": "how many objects", "options": ["(A) 1", "(B) 2"]}, {"answer": "A"}),
+}
+
+
+@pytest.fixture
+def samples(tmp_path, frame_files):
+    rows = [{"id": f"{task}-{i}", "task": task, "frames": frame_files[i % len(frame_files)], "fps": 1.0,
+             "prompt": task_registry.render_prompt(task, problem), "problem": problem, "solution": solution}
+            for i, (task, (problem, solution)) in enumerate(PROBLEMS.items())]
+    path = tmp_path / "eval.jsonl"
+    write_jsonl(path, rows)
+    return path
+
+
+def params(tmp_path, **kw):
+    return EvaluateParams(max_new_tokens=6, batch_size=4, out_dir=str(tmp_path / "metrics"),
+                          baseline_cache_dir=str(tmp_path / "cache"), **kw)
+
+
+def test_base_generations_are_cached_and_equal_a_fresh_run(tiny_model_dir, samples, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    candidate = tmp_path / "candidate"
+    shutil.copytree(tiny_model_dir, candidate)  # same weights as the base: outputs must be identical
+    p = params(tmp_path)
+    first = evaluate.run(p, str(candidate), tiny_model_dir, str(samples), MlflowParams())
+    assert first["baseline"]["cached"] is False
+    second = evaluate.run(p, str(candidate), tiny_model_dir, str(samples), MlflowParams())
+    assert second["baseline"]["cached"] is True and second["baseline"]["cache"] == first["baseline"]["cache"]
+
+    preds = read_jsonl(tmp_path / "metrics" / "predictions.jsonl")
+    by_model = {m: [r["output"] for r in preds if r["model"] == m] for m in ("candidate", "baseline")}
+    assert len(by_model["candidate"]) == len(PROBLEMS) and by_model["baseline"] == by_model["candidate"]
+    assert second["baseline"]["metrics"] == first["baseline"]["metrics"] == second["candidate"]["metrics"]
+    assert set(second["candidate"]["metrics"]) == set(PROBLEMS)
+    assert all(v == 0 for t in second["delta"].values() for v in t.values())
+    g = second["general"]
+    assert (g["task"], g["metric"], g["delta"], g["kept"]) == ("qa", "accuracy", 0.0, True)
+    for name in ("iou_hist.png", "candidate_vs_baseline.png", "reward_curves.png"):
+        assert (tmp_path / "metrics" / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # another decoding budget is another key: the base runs again
+    third = evaluate.run(params(tmp_path).model_copy(update={"max_new_tokens": 5}), str(candidate),
+                         tiny_model_dir, str(samples), MlflowParams())
+    assert third["baseline"]["cached"] is False and third["baseline"]["cache"] != first["baseline"]["cache"]
+    entries = sorted(p.name for p in (tmp_path / "cache").glob("*.json") if p.name != "file-hashes.json")
+    assert len(entries) == 2
+
+
+def test_fingerprints_follow_model_content_inputs_and_frames(tiny_model_dir, samples, tmp_path):
+    hasher = eval_cache.FileHasher(tmp_path / "memo.json")
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    base_fp = eval_cache.model_fingerprint(str(model), hasher)
+    (model / "train_summary.json").write_text("{}")  # not part of the model
+    assert eval_cache.model_fingerprint(str(model), hasher) == base_fp
+    cfg = json.loads((model / "generation_config.json").read_text())
+    (model / "generation_config.json").write_text(json.dumps({**cfg, "note": 1}))
+    assert eval_cache.model_fingerprint(str(model), hasher) != base_fp
+    assert eval_cache.model_fingerprint("no/such-model", hasher) != base_fp
+
+    rows = read_jsonl(samples)
+    fp = eval_cache.inputs_fingerprint(rows, hasher)
+    assert eval_cache.inputs_fingerprint([{**rows[0], "prompt": rows[0]["prompt"] + "!"}] + rows[1:], hasher) != fp
+    frames = np.load(rows[0]["frames"])
+    np.save(rows[0]["frames"], frames[::-1].copy())  # same file, other pixels
+    try:
+        assert eval_cache.inputs_fingerprint(rows, hasher) != fp
+    finally:
+        np.save(rows[0]["frames"], frames)
+    hasher.save()
+    assert json.loads((tmp_path / "memo.json").read_text())
+
+
+def test_torn_cache_entry_is_ignored_and_rewritten(tmp_path):
+    cache = eval_cache.GenerationCache(tmp_path)
+    cache.put("k1", ["a", "b"], ["x", "y"], {})
+    assert cache.get("k1", ["a", "b"]) == ["x", "y"]
+    assert cache.get("k1", ["a"]) is None  # other rows: not this entry
+    cache.path("k1").write_text('{"key": "k1", "ids": ["a", "b"], "outp')
+    assert cache.get("k1", ["a", "b"]) is None
+
+
+def test_metrics_predictions_and_plots_go_into_the_training_run(tiny_model_dir, samples, tmp_path, monkeypatch):
+    import mlflow
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("t", artifact_location=str(tmp_path / "artifacts"))
+    run = client.create_run(exp)
+    for step, r in enumerate([0.1, 0.3, 0.6], start=1):
+        client.log_metric(run.info.run_id, "reward", r, step=step)
+        client.log_metric(run.info.run_id, "rewards/tg_iou/mean", r / 2, step=step)
+    client.set_terminated(run.info.run_id)
+    summary = tmp_path / "train_summary.json"
+    summary.write_text(json.dumps({"mlflow_run_id": run.info.run_id}))
+
+    evaluate.run(params(tmp_path), tiny_model_dir, tiny_model_dir, str(samples), MlflowParams(tracking_uri=uri),
+                 str(summary))
+    got = client.get_run(run.info.run_id)
+    assert "eval/candidate/tg/mIoU" in got.data.metrics and "eval/baseline/qa/accuracy" in got.data.metrics
+    assert "eval/candidate/gqa/Acc_GQA" in got.data.metrics
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
+    assert {"eval/eval.json", "eval/predictions.jsonl", "eval/plots"} <= logged
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "eval/plots")} == {
+        "eval/plots/iou_hist.png", "eval/plots/candidate_vs_baseline.png", "eval/plots/reward_curves.png"}
+    from stages.eval_plots import reward_history
+
+    hist = reward_history(client, run.info.run_id)
+    assert hist["reward"] == [(1, 0.1), (2, 0.3), (3, 0.6)] and "rewards/tg_iou/mean" in hist
+    mlflow.set_tracking_uri(None)

@@ -1,0 +1,82 @@
+"""Register's pure parts: DVC hashes from dvc.lock, lineage tags, what the logged model ships, the model card,
+and a clear error for an unreachable tracking server."""
+import json
+
+import pytest
+import yaml
+
+from infra.devstack import free_port
+from stages import model_card, register
+from stages.params import MlflowParams, RegisterParams
+from stages.tracking import TrackingUnavailable
+
+EVAL = {"candidate": {"model": "models/run", "model_sha256": "m" * 64,
+                      "metrics": {"tg": {"mIoU": 0.25, "R@0.5": 0.2, "count": 4}, "qa": {"accuracy": 0.5, "count": 4}}},
+        "baseline": {"model": "base", "metrics": {"tg": {"mIoU": 0.05, "R@0.5": 0.0, "count": 4},
+                                                  "qa": {"accuracy": 0.75, "count": 4}}},
+        "samples": 8, "samples_per_task": {"qa": 4, "tg": 4}, "inputs_sha256": "i" * 64,
+        "general": {"task": "qa", "metric": "accuracy", "candidate": 0.5, "baseline": 0.75, "tolerance": 0.02,
+                    "kept": False}}
+SUMMARY = {"mlflow_run_id": "r" * 32, "mlflow_experiment_id": "1", "base_model": "base", "steps": 3, "samples": 8}
+
+
+def test_dvc_hashes_come_from_the_lock_and_missing_outs_say_so(tmp_path):
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(yaml.safe_dump({"schema": "2.0", "stages": {
+        "build_samples": {"outs": [{"path": "data/samples", "hash": "md5", "md5": "abc.dir"}]},
+        "train": {"outs": [{"path": "models/run", "md5": "zzz.dir"}]}}}))
+    assert register.dvc_hashes(lock, ["data/samples", "data/frames"]) == {"data/samples": "abc.dir",
+                                                                         "data/frames": "missing"}
+    assert register.dvc_hashes(tmp_path / "none.lock", ["data/samples"]) == {"data/samples": "missing"}
+
+
+def test_lineage_tags_carry_run_data_params_and_both_metric_tables():
+    tags = register.lineage_tags(SUMMARY, EVAL, commit="c" * 40, data_hashes={"data/samples": "abc.dir"},
+                                 params_sha256="p" * 64)
+    assert tags["train_run_id"] == "r" * 32 and tags["git_commit"] == "c" * 40 and tags["params_sha256"] == "p" * 64
+    assert tags["dvc.data/samples"] == "abc.dir" and tags["eval_inputs_sha256"] == "i" * 64
+    assert tags["metric.tg.mIoU"] == "0.25" and tags["metric.tg.R_0.5"] == "0.2" and tags["baseline.qa.accuracy"] == "0.75"
+    assert json.loads(tags["metrics"]) == EVAL["candidate"]["metrics"]
+    assert json.loads(tags["baseline_metrics"]) == EVAL["baseline"]["metrics"]
+    assert all(isinstance(v, str) for v in tags.values())
+
+
+def test_logged_model_folder_ships_model_prompts_and_card_but_not_trainer_state(tmp_path):
+    src = tmp_path / "run"
+    (src / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    (src / "checkpoints" / "checkpoint-2" / "optimizer.pt").write_bytes(b"x")
+    for f in ("model.safetensors", "config.json", "tokenizer.json", "training_args.bin", "train_summary.json"):
+        (src / f).write_text(f)
+    prompts = register.prompt_files(None)
+    dest = register.stage_model_dir(str(src), prompts, "# card", tmp_path / "out")
+    names = sorted(p.name for p in dest.iterdir())
+    assert names == ["MODEL_CARD.md", "config.json", "model.safetensors", "prompts", "tokenizer.json",
+                     "train_summary.json"]
+    assert sorted(p.name for p in (dest / "prompts").iterdir()) == sorted(p.name for p in prompts)
+    assert {"tg.txt", "gqa.txt", "tracking.txt", "qa.txt"} <= {p.name for p in prompts}
+
+
+def test_prompt_dir_without_templates_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        register.prompt_files(str(tmp_path))
+
+
+def test_model_card_has_base_data_params_metrics_and_lineage():
+    tags = register.lineage_tags(SUMMARY, EVAL, commit="c" * 40, data_hashes={"data/samples": "abc.dir"},
+                                 params_sha256="p" * 64)
+    card = model_card.render("videorft-tiny", SUMMARY, EVAL, tags, {"beta": 0.04, "learning_rate": 1e-6},
+                             ["tg.txt", "qa.txt"])
+    assert card.startswith("# videorft-tiny")
+    assert "base model: `base`" in card and "DVC `data/samples`: `abc.dir`" in card
+    assert "| beta | 0.04 |" in card and "| tg | mIoU | 0.2500 | 0.0500 | 0.2000 |" in card
+    assert "| qa | accuracy | 0.5000 | 0.7500 | -0.2500 |" in card and "NOT kept" in card
+    assert f"| git_commit | `{'c' * 40}` |" in card and "`prompts/tg.txt`" in card
+    assert "metric.tg.mIoU" not in card  # metrics are in the table, not repeated as lineage
+
+
+def test_unreachable_tracking_server_is_named(monkeypatch, tmp_path):
+    uri = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(TrackingUnavailable, match=f"MLflow tracking server {uri} is unreachable"):
+        register.run(RegisterParams(out=str(tmp_path / "r.json")), MlflowParams(), str(tmp_path),
+                     str(tmp_path / "eval.json"))
