@@ -115,13 +115,16 @@ def score_files(task: str, annotations: str, predictions: str, think: bool = Tru
                 interval_policy: str = "clip") -> tuple[dict, list[dict]]:
     """score_predictions on files; the report also lists rejected annotations and unreadable prediction lines.
 
-    Raises ValueError (naming the file) when the annotation file itself cannot be read, OSError when a file is
-    missing.
+    Raises ValueError (naming the file) when the annotation file cannot be read or yields no sample of the task,
+    OSError when a file is missing.
     """
     from stages.datasets.annotations import load_task
 
     task_registry.get_task(task)
     samples, rejected = load_task(task, annotations, interval_policy)
+    if not samples:  # e.g. the file of another task: scoring nothing is never what was meant
+        why = "; ".join(sorted({r["reason"] for r in rejected})[:3]) or "the file holds no annotation"
+        raise ValueError(f"{annotations}: no {task} sample could be read ({why})")
     with open(predictions, "rb") as f:
         outputs, malformed = read_predictions(f)
     report, records = score_predictions(task, samples, outputs, think, rejected_ids=[r["id"] for r in rejected])

@@ -200,6 +200,8 @@ def test_unreadable_inputs_exit_2_naming_the_file(tmp_path, capsys):
     assert rc == 2 and not report and str(broken) in err and "malformed JSON" in err
     rc, _, err = score(capsys, "--task", "tg", "--annotations", CHARADES, "--predictions", tmp_path / "none.jsonl")
     assert rc == 2 and "none.jsonl" in err
+    rc, _, err = score(capsys, "--task", "gqa", "--annotations", CHARADES, "--predictions", preds)  # wrong task
+    assert rc == 2 and "no gqa sample could be read" in err and "must be a JSON list" in err
     with pytest.raises(SystemExit):  # argparse: unknown task
         cli.main(["score", "--task", "nope", "--annotations", str(CHARADES), "--predictions", str(preds)])
 
