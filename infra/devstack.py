@@ -4,9 +4,9 @@
 Each service is a small class with start() (waits until healthy), stop(), env() and a state dict, so tests
 start them in-process (tests/services/conftest.py) and the CLI starts them detached:
 
-    python -m infra.devstack up [--backend postgres|sqlite] [--dir .devstack]   # prints `export ...` lines
-    python -m infra.devstack env  [--dir .devstack]                             # the same exports again
-    python -m infra.devstack down [--dir .devstack]
+    python -m infra.devstack up [--backend postgres|sqlite] [--dir .dev-stack/devstack]   # prints `export ...`
+    python -m infra.devstack env  [--dir .dev-stack/devstack]                             # the same exports again
+    python -m infra.devstack down [--dir .dev-stack/devstack]
 
 Everything binds to 127.0.0.1 on free ports. To add a service (e.g. a Prefect server), write a class with the
 same four methods and add it to `up`.
@@ -311,7 +311,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.devstack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "env", "down"])
-    parser.add_argument("--dir", default=".devstack", help="state, logs and SQLite files (default .devstack)")
+    parser.add_argument("--dir", default=".dev-stack/devstack",
+                        help="state, logs and SQLite files (default .dev-stack/devstack, git-ignored)")
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="postgres",
                         help="MLflow backend store: postgres (+ S3 artifacts) or sqlite (+ local artifacts)")
     args = parser.parse_args(argv)

@@ -102,7 +102,7 @@ class GenerationCache:
     """<dir>/<key>.json = {"key": ..., "parts": {...}, "ids": [...], "outputs": [...]}."""
 
     def __init__(self, cache_dir: str | os.PathLike):
-        self.dir = Path(os.path.expanduser(str(cache_dir)))
+        self.dir = Path(cache_dir)
 
     def path(self, key: str) -> Path:
         return self.dir / f"{key}.json"

@@ -17,6 +17,7 @@ from stages import eval_cache, eval_plots
 from stages import tasks as task_registry
 from stages.io import read_json, read_jsonl, write_json, write_jsonl
 from stages.params import EvaluateParams, MlflowParams, load_params
+from stages.tracking import TrackingUnavailable
 
 
 def select(rows: list[dict], cap: int | None) -> list[dict]:
@@ -61,6 +62,14 @@ def general_check(candidate: dict, baseline: dict, p: EvaluateParams) -> dict:
             "kept": drop <= p.general_tolerance + 1e-12}
 
 
+def cache_dir(p: EvaluateParams) -> Path | None:
+    """$VIDEORFT_CACHE_DIR/eval-baseline when set (one cache for several workspaces), else the parameter."""
+    if not p.baseline_cache_dir:
+        return None
+    root = os.environ.get("VIDEORFT_CACHE_DIR")
+    return Path(root) / "eval-baseline" if root else Path(os.path.expanduser(p.baseline_cache_dir))
+
+
 def _device() -> str:
     import torch
 
@@ -79,9 +88,9 @@ def baseline_outputs(name_or_path: str, rows: list[dict], p: EvaluateParams,
     """The base model's completions, from the cache when the same model saw the same inputs the same way."""
     from stages.rl.generate import DECODING
 
-    if not p.baseline_cache_dir:
+    if cache_dir(p) is None:
         return generate_outputs(name_or_path, rows, p), {"cached": False, "cache": None}
-    cache = eval_cache.GenerationCache(p.baseline_cache_dir)
+    cache = eval_cache.GenerationCache(cache_dir(p))
     parts = {
         "model": eval_cache.model_fingerprint(name_or_path, hasher),
         "inputs": inputs_fp,
@@ -103,8 +112,9 @@ def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlf
     rows = select(read_jsonl(samples_path), p.max_samples_per_task)
     if not rows:
         raise ValueError(f"{samples_path}: no evaluation samples")
-    hasher = eval_cache.FileHasher(
-        Path(os.path.expanduser(p.baseline_cache_dir)) / "file-hashes.json" if p.baseline_cache_dir else None)
+    run_id = read_json(train_summary)["mlflow_run_id"] if train_summary and Path(train_summary).exists() else None
+    client = _connect(mlflow_p) if run_id else None  # a tracking server that is down fails before generating
+    hasher = eval_cache.FileHasher(cache_dir(p) / "file-hashes.json" if cache_dir(p) else None)
     inputs_fp = eval_cache.inputs_fingerprint(rows, hasher)
     candidate_fp = eval_cache.model_fingerprint(candidate, hasher)
     cand_metrics, cand_records = score_outputs(rows, generate_outputs(candidate, rows, p), think)
@@ -125,8 +135,6 @@ def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlf
     write_jsonl(out / "predictions.jsonl",
                 [{"model": "candidate", **r} for r in cand_records] + [{"model": "baseline", **r} for r in base_records])
 
-    run_id = read_json(train_summary)["mlflow_run_id"] if train_summary and Path(train_summary).exists() else None
-    client = _connect(mlflow_p) if run_id else None
     history = eval_plots.reward_history(client, run_id) if client else {}
     plots = eval_plots.write_all(out / "plots", cand_records, base_records, cand_metrics, base_metrics, history)
     if client:
@@ -163,9 +171,12 @@ def _log(client, run_id: str, cand_metrics: dict, base_metrics: dict, files: lis
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     params = load_params()
-    res = run(params.evaluate, params.train.out_dir, params.model.name_or_path,
-              os.path.join(params.build_samples.out_dir, "eval.jsonl"), params.mlflow,
-              os.path.join(params.train.out_dir, "train_summary.json"), params.build_samples.think)
+    try:
+        res = run(params.evaluate, params.train.out_dir, params.model.name_or_path,
+                  os.path.join(params.build_samples.out_dir, "eval.jsonl"), params.mlflow,
+                  os.path.join(params.train.out_dir, "train_summary.json"), params.build_samples.think)
+    except TrackingUnavailable as e:
+        raise SystemExit(f"evaluate: {e}") from None
     for t, m in res["candidate"]["metrics"].items():
         print(f"evaluate: {t}: candidate {m} | baseline {res['baseline']['metrics'][t]}")
     g = res["general"]

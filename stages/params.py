@@ -234,9 +234,10 @@ class EvaluateParams(Section):
     batch_size: int = Field(4, description="Samples per generate call (part of the base-cache key: padding).")
     out_dir: str = Field("metrics", description="eval.json + predictions.jsonl + plots/.")
     baseline_cache_dir: str | None = Field(
-        "~/.cache/videorft/eval-baseline",
+        ".cache/videorft/eval-baseline",
         description="Base-model generations cached per (model content, eval inputs, decoding params, generation "
-                    "code); outside DVC outs so a new candidate never re-runs the base. None = no cache.",
+                    "code); outside DVC outs so a new candidate never re-runs the base. None = no cache. "
+                    "$VIDEORFT_CACHE_DIR/eval-baseline wins when that variable is set.",
     )
     general_task: str = Field("qa", description="General-ability regression check: task (multiple-choice QA).")
     general_metric: str = Field("accuracy", description="General-ability regression check: metric of that task.")

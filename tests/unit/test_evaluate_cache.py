@@ -130,3 +130,25 @@ def test_metrics_predictions_and_plots_go_into_the_training_run(tiny_model_dir, 
     hist = reward_history(client, run.info.run_id)
     assert hist["reward"] == [(1, 0.1), (2, 0.3), (3, 0.6)] and "rewards/tg_iou/mean" in hist
     mlflow.set_tracking_uri(None)
+
+
+def test_unreachable_tracking_server_fails_before_generating(samples, tmp_path, monkeypatch):
+    from infra.devstack import free_port
+    from stages.tracking import TrackingUnavailable
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    summary = tmp_path / "train_summary.json"
+    summary.write_text(json.dumps({"mlflow_run_id": "0" * 32}))
+    with pytest.raises(TrackingUnavailable, match=uri):
+        evaluate.run(params(tmp_path), "no/such/candidate", "no/such/base", str(samples), MlflowParams(), str(summary))
+    assert not (tmp_path / "metrics").exists()  # nothing generated, nothing written
+
+
+def test_cache_dir_follows_videorft_cache_dir(tmp_path, monkeypatch):
+    p = EvaluateParams(baseline_cache_dir=".cache/videorft/eval-baseline")
+    monkeypatch.delenv("VIDEORFT_CACHE_DIR", raising=False)
+    assert str(evaluate.cache_dir(p)) == ".cache/videorft/eval-baseline"
+    monkeypatch.setenv("VIDEORFT_CACHE_DIR", str(tmp_path))
+    assert evaluate.cache_dir(p) == tmp_path / "eval-baseline"
+    assert evaluate.cache_dir(EvaluateParams(baseline_cache_dir=None)) is None
