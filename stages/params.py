@@ -37,22 +37,49 @@ class SynthesizeParams(Section):
 
 
 class IngestParams(Section):
-    """Bring videos into data/raw with a manifest; unusable inputs go to quarantine with a reason."""
+    """Bring videos into data/raw with a manifest; unusable inputs go to quarantine with a reason.
+
+    Fetched bytes live in a persistent content-addressed cache (cache_dir) that DVC does not delete before it
+    re-runs the stage; data/raw is re-made from it by hardlinks, so a re-run fetches only new or changed files.
+    Credentials are never parameters: S3 uses the environment or the AWS profile chain (see docs/data.md).
+    """
 
     source: str = Field("data/synthetic/videos", description="Local folder or s3://bucket/prefix of video files.")
     frame_folders: str | None = Field(
-        "data/synthetic/got10k", description="Folder whose sub-folders are JPEG frame sequences (GOT-10k), or null."
+        "data/synthetic/got10k",
+        description="Local folder or s3://bucket/prefix whose sub-folders are JPEG frame sequences (GOT-10k), or null.",
     )
     frame_folder_fps: float = Field(10.0, description="Frame rate assumed for JPEG frame folders (GOT-10k: 10).")
+    frame_folder_sidecars: list[str] = Field(
+        ["groundtruth.txt", "meta_info.ini", "absence.label", "cover.label", "cut_by_image.label"],
+        description="Files of a frame folder ingested next to its frames (GOT-10k annotations), if present.",
+    )
     extensions: list[str] = Field([".mp4", ".mkv", ".webm", ".avi", ".mov"], description="Video file suffixes.")
-    out_dir: str = Field("data/raw", description="Where copies, manifest.jsonl and quarantine.jsonl go.")
+    out_dir: str = Field("data/raw", description="Where links to the files, manifest.jsonl and quarantine.jsonl go.")
+    cache_dir: str = Field(
+        ".cache/videorft", description="Persistent cache of fetched files and probe results (env VIDEORFT_CACHE_DIR wins)."
+    )
+    workers: int = Field(8, description="Parallel fetches (threads; S3 downloads are I/O bound).")
+    verify_cached: bool = Field(
+        True, description="Re-hash cached files on every run (catches corruption and in-place edits); false trusts "
+        "size + ETag/mtime."
+    )
+    link_local: bool = Field(
+        True, description="Hardlink local files into the cache when on the same filesystem (no second copy)."
+    )
+    progress: bool = Field(True, description="Show progress bars (stderr).")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint; None = AWS / AWS_ENDPOINT_URL.")
+    s3_profile: str | None = Field(None, description="AWS profile name (credentials stay in the profile chain).")
+    s3_max_attempts: int = Field(10, description="botocore standard retry mode: attempts per request.")
+    s3_page_size: int = Field(1000, description="Keys per ListObjectsV2 page.")
 
 
 class ExtractFramesParams(Section):
     """Frame sampling under the model's visual budget (Qwen2.5-VL conventions, all configurable)."""
 
-    backend: Literal["decord", "pyav"] = Field("decord", description="Video decoder.")
+    backend: Literal["decord", "pyav"] = Field(
+        "pyav", description="Video decoder; PyAV is the faster one here for the same frames (bench/bench_frames.py)."
+    )
     fps: float = Field(2.0, description="Sampling rate, frames per second of video.")
     min_frames: int = Field(4, description="At least this many frames per video.")
     max_frames: int = Field(768, description="At most this many frames per video.")
@@ -62,9 +89,15 @@ class ExtractFramesParams(Section):
     max_pixels: int = Field(768 * 28 * 28, description="Upper bound of height*width per frame.")
     total_pixels: int = Field(3584 * 28 * 28, description="Upper bound of frames*height*width per video.")
     tracking_frames: int = Field(8, description="Frames for a JPEG-folder sequence: one per annotated box.")
-    workers: int = Field(1, description="Worker processes (one video per task).")
+    workers: int = Field(1, description="Worker processes (one video per task); 0 = one per CPU core.")
+    decode_threads: int = Field(1, description="Decoder threads per worker (0 = FFmpeg's choice); processes scale better.")
     raw_dir: str = Field("data/raw", description="Ingest output to read (manifest.jsonl and the files it lists).")
-    out_dir: str = Field("data/frames", description="Frame cache: <video_id>.npy + <video_id>.json.")
+    out_dir: str = Field("data/frames", description="Frames per video: <video_id>.npy + <video_id>.json.")
+    cache_dir: str = Field(
+        ".cache/videorft", description="Persistent frame cache keyed by (video sha256, frame plan); survives DVC's "
+        "deletion of out_dir (env VIDEORFT_CACHE_DIR wins)."
+    )
+    progress: bool = Field(True, description="Show a progress bar (stderr).")
 
 
 class BuildSamplesParams(Section):
@@ -153,7 +186,10 @@ class SftParams(Section):
 
     enabled: bool = Field(False, description="Run the warm start; when off, train starts from model.name_or_path.")
     out_dir: str = Field("models/sft", description="Warm-started checkpoint (or sft.json saying it is off).")
-    tasks: list[str] = Field(list(TASK_NAMES), description="Tasks whose gold answers are imitated.")
+    tasks: list[str] = Field(list(TASK_NAMES), description="Tasks whose answers are imitated.")
+    targets: Literal["gold", "format"] = Field(
+        "format", description="gold: imitate the true answers; format: well-formed answers drawn from each "
+        "task's prior (random interval/letter, static box), which teaches the layout but not the perception.")
     max_samples_per_task: int | None = Field(16, description="Few examples: teach the format, not the benchmark.")
     epochs: int = Field(3, description="Passes over the selected examples.")
     batch_size: int = Field(4, description="Examples per optimizer step.")

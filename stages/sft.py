@@ -40,6 +40,25 @@ def target_text(task: str, solution: dict, think: bool = True) -> str:
     raise ValueError(f"unknown task {task!r}")
 
 
+def prior_solution(task: str, row: dict, rng: random.Random) -> dict:
+    """A well-formed answer drawn from the task's prior, ignoring the video: the `format` warm start imitates
+    these, so it learns the layout but not the perception (GRPO has to learn that)."""
+    problem = row["problem"]
+    if task in ("tg", "gqa"):
+        duration = float(problem.get("duration") or 10.0)
+        a, b = sorted(rng.uniform(0, duration) for _ in range(2))
+        interval = [round(a, 2), round(max(b, a + 0.5), 2)]
+        if task == "tg":
+            return {"timestamps": interval}
+        letters = [o.strip()[1] for o in problem["options"]]
+        return {"answer": rng.choice(letters), "glue": [interval]}
+    if task == "tracking":
+        return {"boxes": [list(problem["init_box"])] * len(row["solution"]["boxes"])}  # a static tracker
+    if task == "qa":
+        return {"answer": rng.choice([o.strip()[1] for o in problem["options"]])}
+    raise ValueError(f"unknown task {task!r}")
+
+
 def select_rows(rows: list[dict], per_task: int | None, seed: int) -> list[dict]:
     """At most `per_task` rows of each task (seeded): the warm start should teach format, not the benchmark."""
     rng = random.Random(seed)
@@ -55,7 +74,7 @@ def select_rows(rows: list[dict], per_task: int | None, seed: int) -> list[dict]
     return out
 
 
-def encode_example(processor, row: dict, think: bool):
+def encode_example(processor, row: dict, think: bool, solution: dict | None = None):
     """(input_ids, labels, video rows) for one sample: loss only on the answer tokens (+ end of turn)."""
     import torch
 
@@ -63,7 +82,8 @@ def encode_example(processor, row: dict, think: bool):
 
     enc = encode(processor, video_message(row["prompt"]), load_frames(row["frames"]), row["fps"])
     tok = processor.tokenizer
-    answer = tok(target_text(row["task"], row["solution"], think), add_special_tokens=False)["input_ids"]
+    target = target_text(row["task"], solution or row["solution"], think)
+    answer = tok(target, add_special_tokens=False)["input_ids"]
     answer = answer + [tok.convert_tokens_to_ids("<|im_end|>")]
     ids = enc["input_ids"] + answer
     labels = [-100] * len(enc["input_ids"]) + answer
@@ -105,9 +125,12 @@ def run(p: SftParams, model_p: ModelParams, samples_path: str, think: bool = Tru
     model = AutoModelForImageTextToText.from_pretrained(model_p.name_or_path, dtype=torch.float32)
     model.train()
     rows = select_rows([r for r in read_jsonl(samples_path) if r["task"] in p.tasks], p.max_samples_per_task, p.seed)
-    examples = [encode_example(processor, r, think) for r in rows]
-    opt = torch.optim.AdamW(model.parameters(), lr=p.learning_rate, weight_decay=0.0)
     rng = random.Random(p.seed)
+    examples = [
+        encode_example(processor, r, think, None if p.targets == "gold" else prior_solution(r["task"], r, rng))
+        for r in rows
+    ]
+    opt = torch.optim.AdamW(model.parameters(), lr=p.learning_rate, weight_decay=0.0)
     steps = p.epochs * math.ceil(len(examples) / p.batch_size)
     t0, losses = time.time(), []
     for epoch in range(p.epochs):
@@ -124,7 +147,8 @@ def run(p: SftParams, model_p: ModelParams, samples_path: str, think: bool = Tru
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     summary = {
-        "enabled": True, "model": str(out), "base_model": model_p.name_or_path, "examples": len(examples),
+        "enabled": True, "model": str(out), "base_model": model_p.name_or_path, "targets": p.targets,
+        "examples": len(examples),
         "steps": steps, "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
         "seconds": round(time.time() - t0, 2),
     }
