@@ -190,6 +190,26 @@ class VideoGRPOTrainer(GRPOTrainer):
 
         return t_grpo_bonus
 
+    # -- resume: restore the weights for real ---------------------------------------------------------------
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """transformers 5.23 saves Qwen-VL checkpoints in the hub's key layout (model.layers..., visual...) but
+        resumes with a plain load_state_dict(strict=False) against the module layout (model.language_model...):
+        no key matches, nothing loads, and training silently continues from the base weights
+        (transformers#43701). Full-weight checkpoints are therefore read back through from_pretrained, which
+        maps the keys, and copied in strictly; adapters and sharded-engine checkpoints keep transformers' path."""
+        from pathlib import Path
+
+        from peft import PeftModel
+
+        target = model if model is not None else self.model
+        ckpt = Path(resume_from_checkpoint)
+        full = (ckpt / "model.safetensors").exists() or (ckpt / "model.safetensors.index.json").exists()
+        if not full or isinstance(target, PeftModel) or self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        saved = type(target).from_pretrained(str(ckpt), dtype=target.dtype, device_map=None)
+        target.load_state_dict(saved.state_dict(), strict=True)
+        del saved
+
     # -- every log-prob forward sees the video ------------------------------------------------------------
     def _compute_loss(self, model, inputs):
         keep = inputs.get(KEEP)
