@@ -1,8 +1,12 @@
 """Stage build_samples: annotations + frame cache -> data/samples/{train,eval}.jsonl, one row per task sample.
 
 Split by video (no video in both splits), seeded; per-task train caps and mixing weights; every annotation
-that cannot be used is written to quarantine.jsonl with its reason, and counts reconcile:
-loaded = train + eval + quarantined + dropped_by_cap (+ added by weights, reported separately).
+that cannot be used is written to quarantine.jsonl with its reason (stages.datasets.annotations validates each
+item; here: duplicate ids, videos missing from the frame cache, tracking frames != boxes). Counts reconcile and
+are checked before anything is written (stats.json):
+seen = quarantined + train_unique + eval + dropped_by_cap + dropped_by_weight
+where seen counts every annotation item read (a file that cannot be read at all counts as one quarantined item)
+and train counts rows after the weights (a weight above 1 repeats rows).
 """
 from __future__ import annotations
 
@@ -58,9 +62,13 @@ def apply_weights(rows: list[dict], weight: float, rng: random.Random) -> list[d
     return rows * (target // len(rows)) + rng.sample(rows, target % len(rows))
 
 
-def build(p: BuildSamplesParams, frames_dir: str) -> dict:
-    frames = frame_index(frames_dir)
-    quarantine, loaded, seen_ids = [], [], set()
+def load_all(p: BuildSamplesParams, frames: dict[str, dict]) -> tuple[list[dict], list[dict], int]:
+    """(usable samples with their frame meta, quarantine records, items seen) over every task's annotations."""
+    quarantine, loaded, seen_ids, seen = [], [], set(), 0
+
+    def reject(item_id, source, reason):
+        quarantine.append(quarantine_record(item_id, source, reason, "build_samples"))
+
     for task, path in sorted(p.annotations.items()):
         if not path:
             continue
@@ -69,28 +77,33 @@ def build(p: BuildSamplesParams, frames_dir: str) -> dict:
         try:
             samples, rejected = load_task(task, path, p.interval_policy)
         except (OSError, ValueError) as e:
-            quarantine.append(quarantine_record(path, path, f"annotation file unusable: {e}", "build_samples"))
+            seen += 1
+            reject(path, path, f"annotation file unusable: {e}")
             continue
-        quarantine += [quarantine_record(r["id"], r["source"], r["reason"], "build_samples") for r in rejected]
+        seen += len(samples) + len(rejected)
+        for r in rejected:
+            reject(r["id"], r["source"], r["reason"])
         for s in samples:
             s["source"] = path
             key = (task, s["id"])
-            if key in seen_ids:
-                quarantine.append(quarantine_record(s["id"], path, f"duplicate {task} sample id", "build_samples"))
-                continue
-            seen_ids.add(key)
             meta = frames.get(s["video_id"])
-            if meta is None:
-                quarantine.append(quarantine_record(
-                    s["id"], path, f"video {s['video_id']!r} missing from the frame cache", "build_samples"))
-                continue
-            if task == "tracking" and meta["num_frames"] != len(s["solution"]["boxes"]):
-                quarantine.append(quarantine_record(
-                    s["id"], path, f"{meta['num_frames']} frames but {len(s['solution']['boxes'])} boxes",
-                    "build_samples"))
-                continue
-            s["meta"] = meta
-            loaded.append(s)
+            if key in seen_ids:
+                reject(s["id"], path, f"duplicate {task} sample id")
+            elif meta is None:
+                reject(s["id"], path, f"video {s['video_id']!r} missing from the frame cache (not ingested, or "
+                                      f"quarantined by ingest or extract_frames)")
+            elif task == "tracking" and meta["num_frames"] != len(s["solution"]["boxes"]):
+                reject(s["id"], path, f"{meta['num_frames']} frames but {len(s['solution']['boxes'])} boxes")
+            else:
+                s["meta"] = meta
+                loaded.append(s)
+            seen_ids.add(key)
+    return loaded, quarantine, seen
+
+
+def build(p: BuildSamplesParams, frames_dir: str) -> dict:
+    frames = frame_index(frames_dir)
+    loaded, quarantine, seen = load_all(p, frames)
 
     groups: dict[frozenset, set] = defaultdict(set)
     tasks_of_video: dict[str, set] = defaultdict(set)
@@ -113,25 +126,27 @@ def build(p: BuildSamplesParams, frames_dir: str) -> dict:
         (evals if s["video_id"] in held else train)[s["task"]].append(row)
 
     rng = random.Random(p.seed)
-    dropped_by_cap, train_rows = Counter(), []
+    dropped_by_cap, dropped_by_weight, train_rows = Counter(), Counter(), []
     for task in sorted(train):
         rows = train[task]
         cap = p.max_per_task.get(task)
         if cap is not None and len(rows) > cap:
             dropped_by_cap[task] = len(rows) - cap
             rows = rng.sample(rows, cap)
-        train_rows += apply_weights(rows, float(p.weights.get(task, 1.0)), rng)
+        weighted = apply_weights(rows, float(p.weights.get(task, 1.0)), rng)
+        dropped_by_weight[task] = len(rows) - len({r["id"] for r in weighted})
+        train_rows += weighted
     rng.shuffle(train_rows)
     eval_rows = [r for t in sorted(evals) for r in evals[t]]
 
-    out = Path(p.out_dir)
-    write_jsonl(out / "train.jsonl", train_rows)
-    write_jsonl(out / "eval.jsonl", eval_rows)
-    write_jsonl(out / "quarantine.jsonl", quarantine)
+    train_unique = len({(r["task"], r["id"]) for r in train_rows})
     stats = {
-        "loaded": len(loaded),
+        "seen": seen,
         "quarantined": len(quarantine),
+        "loaded": len(loaded),
+        "train_unique": train_unique,
         "dropped_by_cap": dict(dropped_by_cap),
+        "dropped_by_weight": {t: n for t, n in dropped_by_weight.items() if n},
         "train": dict(Counter(r["task"] for r in train_rows)),
         "eval": dict(Counter(r["task"] for r in eval_rows)),
         "train_videos": len({r["video_id"] for r in train_rows}),
@@ -139,6 +154,15 @@ def build(p: BuildSamplesParams, frames_dir: str) -> dict:
         "fingerprint": hashlib.sha256(
             "".join(sorted(r["id"] for r in train_rows + eval_rows)).encode()).hexdigest()[:16],
     }
+    accounted = (len(quarantine) + train_unique + len(eval_rows) + sum(dropped_by_cap.values())
+                 + sum(dropped_by_weight.values()))
+    if accounted != seen:  # a bug here must not produce a silently incomplete dataset
+        raise RuntimeError(f"build_samples counts do not reconcile: seen {seen}, accounted for {accounted}: {stats}")
+
+    out = Path(p.out_dir)
+    write_jsonl(out / "train.jsonl", train_rows)
+    write_jsonl(out / "eval.jsonl", eval_rows)
+    write_jsonl(out / "quarantine.jsonl", quarantine)
     write_json(out / "stats.json", stats)
     return stats
 
@@ -146,7 +170,8 @@ def build(p: BuildSamplesParams, frames_dir: str) -> dict:
 def main() -> None:
     params = load_params()
     stats = build(params.build_samples, params.extract_frames.out_dir)
-    print(f"build_samples: train {stats['train']} eval {stats['eval']} quarantined {stats['quarantined']}")
+    print(f"build_samples: seen {stats['seen']} train {stats['train']} eval {stats['eval']} "
+          f"quarantined {stats['quarantined']}")
 
 
 if __name__ == "__main__":

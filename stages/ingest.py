@@ -1,138 +1,211 @@
 """Stage ingest: bring videos and JPEG frame folders into out_dir with a manifest; quarantine what is unusable.
 
-Writes (the whole out_dir is one DVC out):
-- videos/<id><suffix>      hardlink of the source when the filesystem allows, else a copy
-- frames_src/<id>/*.jpg     the same for frame folders
+Sources (stages.sources): a local folder or s3://bucket/prefix for videos, and the same for frame folders
+(GOT-10k sequences, one sub-folder each). Writes (the whole out_dir is one DVC out):
+- videos/<id><suffix>      hardlink of the cached file
+- frames_src/<id>/*.jpg     the same for frame folders, with their sidecar files (groundtruth.txt, meta_info.ini ...)
 - manifest.jsonl            one row per ingested item: id, source, path (under out_dir; relative to the repo root
                             when out_dir is), kind (video | frames), sha256 (of the file; for a frame folder of its
                             frame names and hashes), bytes, duration, fps, frames, width, height, codec
 - quarantine.jsonl          one stages.io.quarantine_record per rejected item; ingested + quarantined = seen
 
+How a run goes: list every item; reject duplicates and empty items at once (nothing fetched); fetch each file that
+the cache (stages.sources.store) does not already hold at the same size and ETag/mtime, in parallel threads;
+probe each item once per content (the verdict is memoised by sha256, so a re-run does not decode again); then
+re-make out_dir from the cache by hardlinks and write the manifest last. A run killed anywhere keeps every file it
+had completely fetched; the next run fetches the rest and ends with the same out_dir.
+
 Ids: a video's file stem, a frame folder's name. The first item (in sorted listing order, videos first) with an
-id wins; later ones are quarantined as duplicates. Sources are listed by a lister chosen by URI scheme
-(LISTERS); each yields Candidates whose local_path can be read. S3 is a later addition there.
+id wins; later ones are quarantined as duplicates.
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import hashlib
 import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
-from stages.io import atomic_path, quarantine_record, sha256_file, write_jsonl
+from tqdm import tqdm
+
+from stages.io import quarantine_record, sha256_json, write_json, write_jsonl
 from stages.params import IngestParams, load_params
-from stages.video.decode import DecodeError, frame_files, probe_frames, probe_video, read_frames
+from stages.sources import Item, ItemError, RemoteFile, Source, open_source
+from stages.sources.store import Store, cache_root
+from stages.video.decode import DecodeError, probe_frame_files, probe_video, read_frames
 
 STAGE = "ingest"
+PROBE_VERSION = 2  # bump when probing rules change: memoised verdicts of older rules are then ignored
 
 
-@dataclass(frozen=True)
-class Candidate:
-    id: str
-    source: str  # where it came from, as the user would name it (path or URI)
-    kind: str  # "video" | "frames"
-    local_path: Path
+@dataclass
+class Result:
+    """What became of one item: manifest facts or the reason it was rejected, and the blobs of its files."""
+
+    item: Item
+    reason: str | None = None
+    facts: dict | None = None
+    blobs: dict[str, str] = field(default_factory=dict)  # file name -> sha256 (frames and sidecars)
 
 
-def list_local_videos(root: str, extensions: list[str]) -> Iterator[Candidate]:
-    """Every file under root (recursive) whose suffix is a video extension, in path order."""
-    base = Path(root)
-    if not base.is_dir():
-        raise FileNotFoundError(f"video source {root} is not a folder")
-    exts = {e.lower() for e in extensions}
-    for p in sorted(base.rglob("*")):
-        if p.suffix.lower() in exts and not p.is_dir():
-            yield Candidate(p.stem, str(p), "video", p)
+# ---------------------------------------------------------------- listing
 
 
-def list_frame_folders(root: str) -> Iterator[Candidate]:
-    """Each immediate sub-folder of root is one frame sequence."""
-    base = Path(root)
-    if not base.is_dir():
-        raise FileNotFoundError(f"frame folder source {root} is not a folder")
-    for p in sorted(base.iterdir()):
-        if p.is_dir():
-            yield Candidate(p.name, str(p), "frames", p)
+def sources(p: IngestParams) -> list[tuple[Source, Item]]:
+    """Every candidate item with the source it comes from: videos first, then frame folders, each in listing order."""
+    opts = dict(endpoint_url=p.s3_endpoint_url, profile=p.s3_profile, max_attempts=p.s3_max_attempts,
+                page_size=p.s3_page_size, pool=p.workers, link_local=p.link_local)
+    src = open_source(p.source, **opts)
+    pairs = [(src, item) for item in src.videos(p.extensions)]
+    if p.frame_folders:
+        folders = open_source(p.frame_folders, **opts)
+        pairs += [(folders, item) for item in folders.frame_folders(p.frame_folder_sidecars)]
+    return pairs
 
 
-# scheme -> lister of video candidates; "s3" goes here when S3 sources arrive
-LISTERS: dict[str, Callable[[str, list[str]], Iterable[Candidate]]] = {"file": list_local_videos}
+def screen(pairs: list[tuple[Source, Item]]) -> list[Result]:
+    """Reasons visible in the listing alone; nothing is fetched for these. The first listed item with an id wins."""
+    results, first_source = [], {}
+    for _, item in pairs:
+        r = Result(item)
+        if item.id in first_source:
+            r.reason = f"duplicate id: first listed at {first_source[item.id]}"
+        elif item.kind == "video" and item.files[0].size == 0:
+            r.reason = "zero-byte file"
+        elif item.kind == "frames" and not item.files:
+            r.reason = "frame folder has no JPEG frames"
+        elif item.kind == "frames" and any(f.size == 0 for f in item.files):
+            r.reason = f"frame folder has zero-byte frames: {', '.join(f.name for f in item.files if f.size == 0)[:200]}"
+        first_source.setdefault(item.id, item.source)
+        results.append(r)
+    return results
 
 
-def video_lister(source: str) -> Callable[[str, list[str]], Iterable[Candidate]]:
-    scheme = source.split("://", 1)[0] if "://" in source else "file"
-    if scheme not in LISTERS:
-        raise NotImplementedError(f"no lister for {scheme}:// sources yet (have: {sorted(LISTERS)})")
-    return LISTERS[scheme]
+# ---------------------------------------------------------------- fetching
 
 
-# ---------------------------------------------------------------- placing files
+def fetch_all(pairs: list[tuple[Source, Item]], store: Store, p: IngestParams) -> tuple[dict[str, str | Exception], dict]:
+    """uri -> sha256 (or the ItemError) for every file of every item; files the cache holds are not fetched."""
+    done: dict[str, str | Exception] = {}
+    todo: list[tuple[Source, RemoteFile]] = []
+    for src, item in pairs:
+        for f in item.files + item.sidecars:
+            sha = store.cached(f.uri, f.size, f.version, p.verify_cached)
+            if sha is None:
+                todo.append((src, f))
+            else:
+                done[f.uri] = sha
+    stats = {"files_cached": len(done), "files_fetched": 0, "bytes_fetched": 0}
+    bar = tqdm(total=sum(f.size for _, f in todo), unit="B", unit_scale=True, desc="ingest: fetch",
+               disable=not p.progress or not todo)
+
+    def one(src: Source, f: RemoteFile) -> str:
+        return store.put(f.uri, lambda tmp: src.fetch(f, tmp))
+
+    with bar, cf.ThreadPoolExecutor(max(1, p.workers)) as pool:
+        futures = {pool.submit(one, src, f): f for src, f in todo}
+        for fut in cf.as_completed(futures):
+            f = futures[fut]
+            try:
+                done[f.uri] = fut.result()
+                stats["files_fetched"] += 1
+                stats["bytes_fetched"] += f.size
+            except ItemError as e:
+                done[f.uri] = e
+            bar.update(f.size)
+    return done, stats
 
 
-def place_file(src: Path, dest: Path) -> None:
-    """Hardlink src at dest (atomically replacing dest); copy when linking is not possible."""
-    with atomic_path(dest) as tmp:
-        tmp.unlink()
-        try:
-            os.link(src, tmp)
-        except OSError:  # other filesystem, or links not supported
-            shutil.copyfile(src, tmp)
+# ---------------------------------------------------------------- probing
 
 
-def check_video(c: Candidate) -> dict:
-    """Probe and decode the first frame; raise ValueError/DecodeError with the reason.
-
-    Later frames are not decoded here (long videos); extract_frames quarantines a video whose sampled frames fail.
-    """
-    size = c.local_path.stat().st_size
-    if size == 0:
-        raise ValueError("zero-byte file")
-    info = probe_video(c.local_path)
-    read_frames(c.local_path, [0], backend="pyav")
-    return {"sha256": sha256_file(c.local_path), "bytes": size, **info.as_dict()}
+def tree_hash(frames: list[tuple[str, str]]) -> str:
+    """One hash for a frame folder: the names and contents of its frames, in order."""
+    h = hashlib.sha256()
+    for name, sha in frames:
+        h.update(f"{name}\0{sha}\n".encode())
+    return h.hexdigest()
 
 
-def check_frames(c: Candidate, fps: float) -> dict:
-    files = frame_files(c.local_path)
-    if not files:
-        raise ValueError("frame folder has no JPEG frames")
-    if any(f.stat().st_size == 0 for f in files):
-        raise ValueError("frame folder has zero-byte frames")
-    info = probe_frames(c.local_path, fps)
-    read_frames(c.local_path, [0, len(files) - 1])  # also checks that first and last frame sizes agree
-    tree = hashlib.sha256()  # one hash for the folder: names and contents of its frames
-    for f in files:
-        tree.update(f"{f.name}\0{sha256_file(f)}\n".encode())
-    return {"sha256": tree.hexdigest(), "bytes": sum(f.stat().st_size for f in files), **info.as_dict()}
+def probe_video_blob(blob: Path) -> dict:
+    info = probe_video(blob)  # also catches truncation (fewer packets than the header declares)
+    read_frames(blob, [0], backend="pyav")  # the codec really decodes
+    return info.as_dict()
 
 
-def check(c: Candidate, p: IngestParams) -> dict:
-    """Facts for the manifest, or ValueError/DecodeError/OSError saying why the item is unusable."""
-    return check_video(c) if c.kind == "video" else check_frames(c, p.frame_folder_fps)
-
-
-def reason_for(c: Candidate, e: Exception) -> str:
-    if isinstance(e, DecodeError):
-        return f"not a decodable video: {e}" if c.kind == "video" else f"unreadable frames: {e}"
-    if isinstance(e, OSError):
-        return f"unreadable: {e}"
-    return str(e)
-
-
-def place(c: Candidate, out: Path) -> Path:
-    """Put the item under out (errors here are the stage's, not the item's: they propagate)."""
-    if c.kind == "video":
-        dest = out / "videos" / f"{c.id}{c.local_path.suffix.lower()}"
-        place_file(c.local_path, dest)
+def probe(item: Item, blobs: dict[str, str], store: Store, p: IngestParams) -> tuple[dict | None, str | None, bool]:
+    """(facts, None) or (None, reason), memoised by content; the flag says whether it came from the cache."""
+    if item.kind == "video":
+        sha = blobs[item.files[0].name]
+        key = sha256_json(["video", PROBE_VERSION, sha])
+        size = item.files[0].size
     else:
-        dest = out / "frames_src" / c.id
-        for f in frame_files(c.local_path):
-            place_file(f, dest / f.name)
-    return dest
+        sha = tree_hash([(f.name, blobs[f.name]) for f in item.files])
+        key = sha256_json(["frames", PROBE_VERSION, sha, p.frame_folder_fps])
+        size = sum(f.size for f in item.files)
+    names = {str(store.blob(blobs[f.name])): f.uri for f in item.files}  # cache paths -> what the user knows
+    memo = store.memo_get("probes", key)
+    if memo is not None:
+        return memo.get("facts"), _named(memo.get("reason"), names), True
+    try:
+        if item.kind == "video":
+            info = probe_video_blob(store.blob(sha))
+        else:
+            paths = [store.blob(blobs[f.name]) for f in item.files]  # identical frames share one blob
+            info = probe_frame_files(paths, [f.name for f in item.files], p.frame_folder_fps)
+            info = info.as_dict()
+        verdict = {"facts": {"sha256": sha, "bytes": size, **info}}
+    except DecodeError as e:
+        what = "not a decodable video" if item.kind == "video" else "unreadable frames"
+        verdict = {"reason": f"{what}: {e}"}
+    store.memo_put("probes", key, verdict)
+    return verdict.get("facts"), _named(verdict.get("reason"), names), False
+
+
+def _named(reason: str | None, names: dict[str, str]) -> str | None:
+    """Decoders name the file they read (a cache blob): name the item's own file instead."""
+    for blob, uri in names.items():
+        reason = reason and reason.replace(blob, uri)
+    return reason
+
+
+def probe_all(results: list[Result], fetched: dict, store: Store, p: IngestParams) -> dict:
+    """Probe (in threads) every screened item whose files all arrived; fills in facts or reason."""
+    to_probe = []
+    for r in results:
+        if r.reason:
+            continue
+        files = r.item.files + r.item.sidecars
+        errors = [fetched[f.uri] for f in files if isinstance(fetched[f.uri], Exception)]
+        if errors:
+            r.reason = f"fetch failed: {errors[0]}"
+            continue
+        r.blobs = {f.name: fetched[f.uri] for f in files}
+        to_probe.append(r)
+    stats = {"probed": 0, "probes_cached": 0}
+    with tqdm(total=len(to_probe), unit="item", desc="ingest: probe", disable=not p.progress or not to_probe) as bar, \
+            cf.ThreadPoolExecutor(max(1, min(p.workers, os.cpu_count() or 1))) as pool:
+        futures = {pool.submit(probe, r.item, r.blobs, store, p): r for r in to_probe}
+        for fut in cf.as_completed(futures):
+            r = futures[fut]
+            r.facts, r.reason, from_cache = fut.result()
+            stats["probes_cached" if from_cache else "probed"] += 1
+            bar.update()
+    return stats
+
+
+# ---------------------------------------------------------------- writing out_dir
+
+
+def materialise(blob: Path, dest: Path) -> None:
+    """dest in a folder this run just emptied: a hardlink of the cached blob, or a copy across filesystems."""
+    try:
+        os.link(blob, dest)
+    except OSError:
+        shutil.copyfile(blob, dest)
 
 
 def remove(path: Path) -> None:
@@ -142,10 +215,29 @@ def remove(path: Path) -> None:
         path.unlink()
 
 
-def candidates(p: IngestParams) -> Iterator[Candidate]:
-    yield from video_lister(p.source)(p.source, p.extensions)
-    if p.frame_folders:
-        yield from list_frame_folders(p.frame_folders)
+def write_out(results: list[Result], store: Store, out: Path) -> list[dict]:
+    """Re-make out_dir from the cache; the manifest is written last (its presence means the run finished)."""
+    for name in ("manifest.jsonl", "quarantine.jsonl", "videos", "frames_src"):  # nothing stale from earlier runs
+        remove(out / name)
+    rows = []
+    for r in results:
+        if r.reason:
+            continue
+        item = r.item
+        if item.kind == "video":
+            dest = out / "videos" / f"{item.id}{item.suffix}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            materialise(store.blob(r.blobs[item.files[0].name]), dest)
+        else:
+            dest = out / "frames_src" / item.id
+            dest.mkdir(parents=True)
+            for name, sha in r.blobs.items():
+                materialise(store.blob(sha), dest / name)
+        rows.append({"id": item.id, "source": item.source, "path": dest.as_posix(), "kind": item.kind, **r.facts})
+    bad = [quarantine_record(r.item.id, r.item.source, r.reason, STAGE) for r in results if r.reason]
+    write_jsonl(out / "quarantine.jsonl", bad)
+    write_jsonl(out / "manifest.jsonl", rows)
+    return rows
 
 
 def ingest(p: IngestParams) -> dict:
@@ -153,28 +245,18 @@ def ingest(p: IngestParams) -> dict:
 
     seen = ingested + quarantined; videos + frame_folders = ingested.
     """
-    out = Path(p.out_dir)
-    for name in ("manifest.jsonl", "quarantine.jsonl", "videos", "frames_src"):  # nothing stale from earlier runs
-        remove(out / name)
-    rows, bad, first_source = [], [], {}
-    for c in candidates(p):
-        if c.id in first_source:
-            reason = f"duplicate id: already ingested from {first_source[c.id]}"
-            bad.append(quarantine_record(c.id, c.source, reason, STAGE))
-            continue
-        try:
-            facts = check(c, p)
-        except (ValueError, DecodeError, OSError) as e:
-            bad.append(quarantine_record(c.id, c.source, reason_for(c, e), STAGE))
-            continue
-        dest = place(c, out)
-        rows.append({"id": c.id, "source": c.source, "path": dest.as_posix(), "kind": c.kind, **facts})
-        first_source[c.id] = c.source
-    write_jsonl(out / "quarantine.jsonl", bad)
-    write_jsonl(out / "manifest.jsonl", rows)  # last: its presence means the run finished
-    return {"seen": len(rows) + len(bad), "ingested": len(rows), "quarantined": len(bad),
-            "videos": sum(r["kind"] == "video" for r in rows),
-            "frame_folders": sum(r["kind"] == "frames" for r in rows)}
+    store = Store(cache_root(p.cache_dir))
+    with store.lock():
+        pairs = sources(p)
+        results = screen(pairs)
+        fetched, fetch_stats = fetch_all([pair for pair, r in zip(pairs, results) if not r.reason], store, p)
+        probe_stats = probe_all(results, fetched, store, p)
+        rows = write_out(results, store, Path(p.out_dir))
+    counts = {"seen": len(results), "ingested": len(rows), "quarantined": len(results) - len(rows),
+              "videos": sum(r["kind"] == "video" for r in rows),
+              "frame_folders": sum(r["kind"] == "frames" for r in rows), **fetch_stats, **probe_stats}
+    write_json(Path(p.out_dir) / "summary.json", counts)
+    return counts
 
 
 def main() -> None:

@@ -14,9 +14,10 @@ move up/down), so no object ever hides another. Colours are unique within a vide
 one object.
 
 Tracking (GOT-10k layout): got10k/<seq>/00000001.jpg ... with groundtruth.txt (one `x,y,w,h` pixel line per
-frame). In annotations/got10k.json each sequence has `gt`: num_boxes normalised [x0, y0, x1, y1] boxes (3
-decimals) at frame indices round(linspace(0, N-1, num_boxes)) (stages.video.budget.uniform_indices); the frame
-extractor samples exactly these frames. The target is drawn last, so a distractor never covers it.
+frame) and meta_info.ini (object_class). In annotations/got10k.json each sequence has `gt`: num_boxes normalised
+[x0, y0, x1, y1] boxes (3 decimals) at frame indices round(linspace(0, N-1, num_boxes))
+(stages.video.budget.uniform_indices); the frame extractor samples exactly these frames. The target is drawn last,
+so a distractor never covers it.
 """
 from __future__ import annotations
 
@@ -285,6 +286,9 @@ def write_track(folder: Path, rng, p: SynthesizeParams) -> dict:
             Image.fromarray(canvas).save(tmp, format="JPEG", quality=95)
         lines.append(f"{cx[i] - size[i] / 2:.4f},{cy[i] - size[i] / 2:.4f},{size[i]:.4f},{size[i]:.4f}")
     write_text(folder / "groundtruth.txt", "\n".join(lines) + "\n")
+    # the native layout's metadata (GOT-10k writes one per sequence; the adapter takes object_class from it)
+    write_text(folder / "meta_info.ini", f"[METAINFO]\nobject_class: {colour} {shape}\nmotion_class: moving\n"
+                                         f"anno_fps: 10Hz\nresolution: ({w}, {h})\n")
 
     def box(i: int) -> list[float]:
         r = size[i] / 2

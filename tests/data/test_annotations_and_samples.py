@@ -119,15 +119,16 @@ def test_build_splits_by_video_quarantines_and_reconciles(tmp_path):
     reasons = {q["id"]: q["reason"] for q in quarantine}
     assert "missing from the frame cache" in reasons["missing_video#0"]
     assert "6 frames but 8 boxes" in reasons["seq_short"]
-    assert "duplicate qa sample id" in reasons["q0"]
+    assert "duplicate id (first at item 0)" in reasons["q0"]
     assert not {r["video_id"] for r in train} & {r["video_id"] for r in evals}  # split by video
     assert {r["task"] for r in evals} == {"tg", "qa"}
     assert stats["train"]["tg"] == 5 and stats["dropped_by_cap"]["tg"] == 12 - 5
     qa_train_unique = {r["id"] for r in train if r["task"] == "qa"}
     assert stats["train"]["qa"] == 2 * len(qa_train_unique)  # weight 2 doubles the qa rows
-    # reconcile: every loaded annotation is in train, eval, quarantine or dropped by the cap
-    loaded = 16 + 1 + 9 + 2
+    # reconcile: every annotation read is in train, eval, quarantine or dropped by the cap
+    seen = 16 + 1 + 9 + 2
     unique_train = {(r["task"], r["id"]) for r in train}
-    assert loaded == len(unique_train) + len(evals) + len(quarantine) + stats["dropped_by_cap"]["tg"]
+    assert stats["seen"] == seen == len(unique_train) + len(evals) + len(quarantine) + stats["dropped_by_cap"]["tg"]
+    assert stats["train_unique"] == len(unique_train) and stats["quarantined"] == len(quarantine)
     for r in train + evals:
         assert r["prompt"] and Path(r["frames"]).exists() and r["fps"] == 2.0

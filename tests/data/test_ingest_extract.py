@@ -34,13 +34,17 @@ def raw(tmp_path_factory):
     shutil.copy(syn / "videos" / "syn00002.mp4", syn / "videos" / "z_dup" / "syn00002.mp4")
     (syn / "videos" / "readme.txt").write_text("not a video suffix: not a candidate")
     (syn / "got10k" / "GOT-10k_Syn_empty").mkdir()
-    p = IngestParams(source=str(syn / "videos"), frame_folders=str(syn / "got10k"), out_dir=str(root / "raw"))
+    p = IngestParams(source=str(syn / "videos"), frame_folders=str(syn / "got10k"), out_dir=str(root / "raw"),
+                     cache_dir=str(root / "cache"), progress=False)
     return root, ingest(p)
 
 
 def test_counts_reconcile(raw):
     root, counts = raw
-    assert counts == {"seen": 9, "ingested": 5, "quarantined": 4, "videos": 3, "frame_folders": 2}
+    assert {k: counts[k] for k in ("seen", "ingested", "quarantined", "videos", "frame_folders")} == {
+        "seen": 9, "ingested": 5, "quarantined": 4, "videos": 3, "frame_folders": 2}
+    # zero-byte and duplicate items are rejected from the listing: only the other 6 items were fetched and probed
+    assert counts["probed"] == 6 and counts["files_cached"] == 0
     assert len(read_jsonl(root / "raw" / "manifest.jsonl")) + len(read_jsonl(root / "raw" / "quarantine.jsonl")) == 9
 
 
@@ -50,7 +54,7 @@ def test_quarantine_reasons(raw):
     assert set(bad) == {"empty", "notes", "syn00002", "GOT-10k_Syn_empty"}
     assert bad["empty"]["reason"] == "zero-byte file"
     assert bad["notes"]["reason"].startswith("not a decodable video")
-    assert bad["syn00002"]["reason"].startswith("duplicate id") and bad["syn00002"]["source"].endswith("z_dup/syn00002.mp4")
+    assert bad["syn00002"]["reason"].startswith("duplicate id: first listed at") and bad["syn00002"]["source"].endswith("z_dup/syn00002.mp4")
     assert "no JPEG frames" in bad["GOT-10k_Syn_empty"]["reason"]
     assert all(r["stage"] == "ingest" and r["source"] for r in bad.values())
 
@@ -69,13 +73,15 @@ def test_manifest_rows(raw):
     assert v["duration"] == v["frames"] / v["fps"]
     f = rows["GOT-10k_Syn_000001"]
     assert f["kind"] == "frames" and f["codec"] == "jpeg" and f["frames"] == 10 and f["fps"] == 10.0
-    assert sorted(p.name for p in (root / "raw" / "frames_src" / f["id"]).iterdir()) == [f"{i:08d}.jpg" for i in range(1, 11)]
+    names = sorted(p.name for p in (root / "raw" / "frames_src" / f["id"]).iterdir())
+    assert names == [f"{i:08d}.jpg" for i in range(1, 11)] + ["groundtruth.txt", "meta_info.ini"]  # sidecars too
 
 
 @pytest.mark.parametrize("budget", [TINY, {}], ids=["tiny", "paper"])
 def test_extract_frames_rules(raw, budget, tmp_path):
     root, _ = raw
-    p = ExtractFramesParams(raw_dir=str(root / "raw"), out_dir=str(tmp_path / "frames"), **budget)
+    p = ExtractFramesParams(raw_dir=str(root / "raw"), out_dir=str(tmp_path / "frames"), cache_dir=str(tmp_path / "c"),
+                            progress=False, **budget)
     counts = extract_frames(p)
     assert counts["seen"] == counts["extracted"] == 5 and counts["quarantined"] == 0
     index = {r["id"]: r for r in read_jsonl(tmp_path / "frames" / "index.jsonl")}
@@ -94,7 +100,7 @@ def test_extract_frames_rules(raw, budget, tmp_path):
         else:
             want = min(max(round(row["duration"] * p.fps), p.min_frames), p.max_frames, row["frames"])
             assert want - 1 <= t <= want and meta["frame_indices"] == uniform_indices(row["frames"], t)
-        assert index[vid]["config_hash"] == meta["config_hash"]
+        assert index[vid]["cache_key"] == meta["cache_key"]
     if budget == TINY:
         assert frames.shape[1:3] == (84, 112)  # 168x224 source halved
 
@@ -102,7 +108,8 @@ def test_extract_frames_rules(raw, budget, tmp_path):
 def test_extracted_frames_are_the_decoded_frames(raw, tmp_path):
     root, _ = raw
     row = next(r for r in read_jsonl(root / "raw" / "manifest.jsonl") if r["id"] == "syn00003")
-    extract_frames(ExtractFramesParams(raw_dir=str(root / "raw"), out_dir=str(tmp_path), min_pixels=3136))
+    extract_frames(ExtractFramesParams(raw_dir=str(root / "raw"), out_dir=str(tmp_path), min_pixels=3136,
+                                       cache_dir=str(tmp_path / "c"), progress=False))
     frames, meta = load_frames(tmp_path, "syn00003", mmap=False)
     assert (meta["height"], meta["width"]) == (168, 224)  # on the grid already: no resize
     assert np.array_equal(frames, read_frames(row["path"], meta["frame_indices"], backend="pyav"))
@@ -114,8 +121,10 @@ def test_extract_quarantines_and_reuses(raw, tmp_path):
     broken = dict(rows[0], id="gone", path=str(tmp_path / "gone.mp4"))
     truncated = tmp_path / "trunc.mp4"
     truncated.write_bytes(open(rows[0]["path"], "rb").read()[:300])
-    write_jsonl(tmp_path / "raw" / "manifest.jsonl", rows + [broken, dict(rows[0], id="trunc", path=str(truncated))])
-    p = ExtractFramesParams(raw_dir=str(tmp_path / "raw"), out_dir=str(tmp_path / "frames"), workers=2, **TINY)
+    trunc = dict(rows[0], id="trunc", path=str(truncated), sha256=sha256_file(truncated))
+    write_jsonl(tmp_path / "raw" / "manifest.jsonl", rows + [broken, trunc])
+    p = ExtractFramesParams(raw_dir=str(tmp_path / "raw"), out_dir=str(tmp_path / "frames"), workers=2,
+                            cache_dir=str(tmp_path / "c"), progress=False, **TINY)
     counts = extract_frames(p)
     assert counts["seen"] == 7 and counts["extracted"] == 5 and counts["quarantined"] == 2
     bad = {r["id"]: r for r in read_jsonl(tmp_path / "frames" / "quarantine.jsonl")}
@@ -123,9 +132,42 @@ def test_extract_quarantines_and_reuses(raw, tmp_path):
     assert "missing" in bad["gone"]["reason"] and "DecodeError" in bad["trunc"]["reason"]
     assert not (tmp_path / "frames" / "gone.npy").exists()
     again = extract_frames(p.model_copy(update={"workers": 1}))
-    assert again["reused"] == 5
-    changed = extract_frames(p.model_copy(update={"max_frames": 4}))
-    assert changed["reused"] == 0 and load_frames(tmp_path / "frames", "syn00001")[0].shape[0] == 4
+    assert again["reused"] == 5 and again["decoded"] == 0
+
+
+def test_budget_change_recomputes_only_what_it_changes(raw, tmp_path):
+    """The frame cache is keyed by (video sha256, frame plan): max_frames 8 -> 4 re-decodes the three videos
+    (their plans change) but not the two tracking folders (always tracking_frames frames); back to 8 decodes
+    nothing; and a run after the out folder was deleted (what DVC does before re-running) decodes nothing."""
+    root, _ = raw
+    p = ExtractFramesParams(raw_dir=str(root / "raw"), out_dir=str(tmp_path / "frames"), cache_dir=str(tmp_path / "c"),
+                            progress=False, **TINY)
+    first = extract_frames(p)
+    assert (first["decoded"], first["reused"]) == (5, 0)
+    fewer = extract_frames(p.model_copy(update={"max_frames": 4}))
+    assert (fewer["decoded"], fewer["reused"]) == (3, 2)
+    assert load_frames(tmp_path / "frames", "syn00001")[0].shape[0] == 4
+    back = extract_frames(p)
+    assert (back["decoded"], back["reused"]) == (0, 5)
+    shutil.rmtree(tmp_path / "frames")
+    again = extract_frames(p)
+    assert (again["decoded"], again["reused"]) == (0, 5)
+    frames, meta = load_frames(tmp_path / "frames", "syn00001", mmap=False)
+    # the out file is a hardlink of the cache entry: re-making the out folder copies nothing
+    entry = tmp_path / "c" / "frames" / meta["cache_key"][:2] / f"{meta['cache_key']}.npy"
+    assert (tmp_path / "frames" / "syn00001.npy").stat().st_ino == entry.stat().st_ino
+
+
+def test_parallel_extraction_matches_serial(raw, tmp_path):
+    root, _ = raw
+    p = ExtractFramesParams(raw_dir=str(root / "raw"), out_dir=str(tmp_path / "one"), cache_dir=str(tmp_path / "c1"),
+                            progress=False, **TINY)
+    extract_frames(p)
+    extract_frames(p.model_copy(update={"workers": 2, "out_dir": str(tmp_path / "two"), "cache_dir": str(tmp_path / "c2")}))
+    for row in read_jsonl(root / "raw" / "manifest.jsonl"):
+        a, ma = load_frames(tmp_path / "one", row["id"], mmap=False)
+        b, mb = load_frames(tmp_path / "two", row["id"], mmap=False)
+        assert np.array_equal(a, b) and ma == mb
 
 
 def test_stage_mains_chain_through_params_yaml(tmp_path, monkeypatch, capsys):

@@ -1,0 +1,50 @@
+"""One manifest row -> its frames in the frame cache: the per-video core of stage extract_frames.
+
+Kept apart from the stage so that worker processes import only this (stages.extract_frames preloads it in the
+forkserver from which the workers fork).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from stages.params import ExtractFramesParams
+from stages.video.budget import FramePlan, plan_sequence, plan_video
+from stages.video.decode import DecodeError, read_frames
+from stages.video.frame_cache import FrameCache, frame_key
+
+
+def plan_for(row: dict, p: ExtractFramesParams) -> FramePlan:
+    if row["kind"] == "frames":
+        return plan_sequence(row["frames"], row["fps"], row["height"], row["width"], p)
+    return plan_video(row["duration"], row["frames"], row["fps"], row["height"], row["width"], p)
+
+
+def decoder_of(row: dict, p: ExtractFramesParams) -> str:
+    return "jpeg" if row["kind"] == "frames" else p.backend
+
+
+def work(row: dict, p: ExtractFramesParams, root: str) -> tuple[str, object]:
+    """('decoded'|'cached', (key, plan, cpu seconds)) or ('bad', reason); runs in a worker process when workers > 1."""
+    cpu = time.process_time()
+    try:
+        if not Path(row["path"]).exists():
+            raise FileNotFoundError(f"listed in the manifest but missing: {row['path']}")
+        plan = plan_for(row, p)
+        key = frame_key(row["sha256"], plan, decoder_of(row, p))
+        cache = FrameCache(root)
+        if cache.get(key, plan) is not None:
+            return "cached", (key, plan, time.process_time() - cpu)
+        frames = read_frames(row["path"], plan.indices, backend=p.backend, size=(plan.height, plan.width),
+                             threads=p.decode_threads)
+        if frames.shape != (plan.num_frames, plan.height, plan.width, 3):
+            raise DecodeError(f"decoded {frames.shape}, planned {(plan.num_frames, plan.height, plan.width, 3)}")
+        cache.put(key, frames)
+        return "decoded", (key, plan, time.process_time() - cpu)
+    except (ValueError, DecodeError, OSError) as e:
+        return "bad", f"{type(e).__name__}: {e}"
+
+
+def decode_cost(row: dict) -> float:
+    """Relative decoding work of a manifest row: pixels of every source frame (decoding is sequential)."""
+    return float(row.get("frames", 1)) * row.get("width", 1) * row.get("height", 1)
