@@ -46,7 +46,7 @@ def cmd_promote(args) -> int:
 
     try:
         return main_promote(load_params(args.params), args.model_name, args.version, args.by)
-    except (TrackingUnavailable, LookupError, TimeoutError) as e:
+    except (TrackingUnavailable, LookupError, TimeoutError, ValueError) as e:
         print(f"promote: {e}", file=sys.stderr)
         return 2
 

@@ -132,8 +132,8 @@ def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlf
     }
     out = Path(p.out_dir)
     write_json(out / "eval.json", result)
-    write_jsonl(out / "predictions.jsonl",
-                [{"model": "candidate", **r} for r in cand_records] + [{"model": "baseline", **r} for r in base_records])
+    write_jsonl(out / "predictions.jsonl", [{"model": "candidate", **r} for r in cand_records]
+                + [{"model": "baseline", **r} for r in base_records])
 
     history = eval_plots.reward_history(client, run_id) if client else {}
     plots = eval_plots.write_all(out / "plots", cand_records, base_records, cand_metrics, base_metrics, history)

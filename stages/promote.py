@@ -80,15 +80,24 @@ def _metrics_tag(version, tag: str) -> dict | None:
         return None
 
 
-def _alias_version(client, name: str, alias: str):
+def _or_none(call, *args):
+    """What the registry returns, or None when it answers that the object does not exist."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_model_version_by_alias(name, alias)
+        return call(*args)
     except MlflowException as e:
         if "RESOURCE_DOES_NOT_EXIST" in str(e.error_code) or "not found" in str(e).lower():
             return None
         raise
+
+
+def _alias_version(client, name: str, alias: str):
+    return _or_none(client.get_model_version_by_alias, name, alias)
+
+
+def _version(client, name: str, version: str):
+    return _or_none(client.get_model_version, name, version)
 
 
 class RegistryLock:
@@ -114,9 +123,11 @@ class RegistryLock:
                 if "RESOURCE_ALREADY_EXISTS" not in str(e.error_code) and "already exists" not in str(e):
                     raise
             holder = self._holder()
+            if holder and holder[0] == self.token:
+                return self  # our create succeeded but its answer was lost and the client retried
             if holder and time.time() - holder[1] > self.stale_s:
                 print(f"promote: breaking stale lock {self.name} held by {holder[0]}")
-                self._delete()
+                self._delete(holder[0])
                 continue
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.name} is held by {holder[0] if holder else '?'}; "
@@ -132,18 +143,21 @@ class RegistryLock:
         except MlflowException:
             return None  # released meanwhile
 
-    def _delete(self) -> None:
+    def _delete(self, token: str) -> None:
+        """Delete the lock only while `token` holds it (a waiter breaking a stale lock must not delete the fresh
+        lock another waiter has just taken)."""
         from mlflow.exceptions import MlflowException
 
+        holder = self._holder()
+        if holder is None or holder[0] != token:
+            return
         try:
             self.client.delete_registered_model(self.name)
         except MlflowException:
             pass  # someone else released or broke it first: the next create decides
 
     def __exit__(self, *exc):
-        holder = self._holder()
-        if holder and holder[0] == self.token:
-            self._delete()
+        self._delete(self.token)
 
 
 def record(client, name: str, version: str, decision: dict) -> None:
@@ -168,9 +182,10 @@ def promote(client, name: str, p: PromoteParams, version: str | None = None, by:
     """Judge a version (default: the `from_alias` one) against production and move `to_alias` if it passes."""
     who = by or actor()
     with _lock(client, name, p, who):
-        cand = client.get_model_version(name, version) if version else _alias_version(client, name, p.from_alias)
+        cand = _version(client, name, version) if version else _alias_version(client, name, p.from_alias)
         if cand is None:
-            raise LookupError(f"{name}: no version given and no version has alias '{p.from_alias}'")
+            raise LookupError(f"{name}: no version {version}" if version else
+                              f"{name}: no version given and no version has alias '{p.from_alias}'")
         current = _alias_version(client, name, p.to_alias)  # re-read inside the lock
         decision = {"version": str(cand.version), "by": who, "at": _now(),
                     "alias": p.to_alias, "previous": str(current.version) if current else NO_PRODUCTION}
@@ -209,7 +224,9 @@ def rollback(client, name: str, p: PromoteParams, by: str | None = None) -> dict
         if previous == NO_PRODUCTION:
             raise LookupError(f"{name}: version {current.version} was the first '{p.to_alias}' version; "
                               f"there is no previous one to restore")
-        restored = client.get_model_version(name, previous)  # raises if it was deleted
+        restored = _version(client, name, previous)
+        if restored is None:
+            raise LookupError(f"{name}: the previous '{p.to_alias}' version {previous} no longer exists")
         client.set_registered_model_alias(name, p.to_alias, restored.version)
         base = {"by": who, "at": _now(), "alias": p.to_alias, "from": str(current.version),
                 "to": str(restored.version)}

@@ -4,14 +4,17 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
+import pytest
 import yaml
 from mlflow import MlflowClient
 
 from stages import register
-from stages.params import MlflowParams, Params, RegisterParams
+from stages.params import MlflowParams, Params, PromoteParams, RegisterParams
+from stages.promote import promote
 
 ROOT = Path(__file__).resolve().parents[2]
 GATE = {"improve": {"tg.mIoU": 0.05, "gqa.evidence_mIoU": 0.0, "tracking.AO": 0.0}, "keep": {"qa.accuracy": 0.05}}
@@ -108,3 +111,23 @@ def test_two_concurrent_promotions_leave_one_production(mlflow_server, make_cand
     holders = [v for v in (va, vb) if "production" in client.get_model_version(name, v).aliases]
     assert holders == [winner] and client.get_registered_model(name).aliases["production"] == winner
     assert not client.search_registered_models(f"name = '{name}.promotion-lock'")  # released
+
+
+def test_lock_held_stale_and_unknown_version(mlflow_server, make_candidate, metrics, tmp_path):
+    """A promotion waits for a live lock (and gives up naming its holder), breaks a lock left by a dead
+    promoter, and releases it; an unknown version is an error, not a decision."""
+    name = f"lock-{uuid.uuid4().hex[:8]}"
+    client = MlflowClient(mlflow_server.uri)
+    v = registered(make_candidate, tmp_path, name, metrics(tg=0.5, gqa_iou=0.5, ao=0.5), metrics(tg=0.1))
+    p = PromoteParams(lock_timeout_s=1.0, lock_stale_s=60.0, **GATE)
+    lock = f"{name}.promotion-lock"
+    client.create_registered_model(lock, tags={"holder": "someone@elsewhere/1/x", "since": str(time.time())})
+    with pytest.raises(TimeoutError, match="someone@elsewhere"):
+        promote(client, name, p, v, by="t")
+    assert client.get_model_version(name, v).tags.get("promotion.decision") is None  # nothing was decided
+
+    client.set_registered_model_tag(lock, "since", str(time.time() - 3600))  # its holder died an hour ago
+    assert promote(client, name, p, v, by="t")["decision"] == "promoted"
+    assert not client.search_registered_models(f"name = '{lock}'")
+    with pytest.raises(LookupError, match="no version 99"):
+        promote(client, name, p, "99", by="t")
