@@ -88,31 +88,28 @@ def screen(pairs: list[tuple[Source, Item]]) -> list[Result]:
 
 
 def fetch_all(pairs: list[tuple[Source, Item]], store: Store, p: IngestParams) -> tuple[dict[str, str | Exception], dict]:
-    """uri -> sha256 (or the ItemError) for every file of every item; files the cache holds are not fetched."""
+    """uri -> sha256 (or the ItemError) for every file of every item, in threads: a file the cache holds at the same
+    size and version is only verified (re-hashed when verify_cached), any other is fetched into the cache."""
+    files = [(src, f) for src, item in pairs for f in item.files + item.sidecars]
+
+    def one(src: Source, f: RemoteFile) -> tuple[str, bool]:
+        sha = store.cached(f.uri, f.size, f.version, p.verify_cached)
+        if sha is not None:
+            return sha, False
+        return store.put(f.uri, lambda tmp: src.fetch(f, tmp)), True
+
     done: dict[str, str | Exception] = {}
-    todo: list[tuple[Source, RemoteFile]] = []
-    for src, item in pairs:
-        for f in item.files + item.sidecars:
-            sha = store.cached(f.uri, f.size, f.version, p.verify_cached)
-            if sha is None:
-                todo.append((src, f))
-            else:
-                done[f.uri] = sha
-    stats = {"files_cached": len(done), "files_fetched": 0, "bytes_fetched": 0}
-    bar = tqdm(total=sum(f.size for _, f in todo), unit="B", unit_scale=True, desc="ingest: fetch",
-               disable=not p.progress or not todo)
-
-    def one(src: Source, f: RemoteFile) -> str:
-        return store.put(f.uri, lambda tmp: src.fetch(f, tmp))
-
+    stats = {"files_cached": 0, "files_fetched": 0, "bytes_fetched": 0}
+    bar = tqdm(total=sum(f.size for _, f in files), unit="B", unit_scale=True, desc="ingest: files",
+               disable=not p.progress or not files)
     with bar, cf.ThreadPoolExecutor(max(1, p.workers)) as pool:
-        futures = {pool.submit(one, src, f): f for src, f in todo}
+        futures = {pool.submit(one, src, f): f for src, f in files}
         for fut in cf.as_completed(futures):
             f = futures[fut]
             try:
-                done[f.uri] = fut.result()
-                stats["files_fetched"] += 1
-                stats["bytes_fetched"] += f.size
+                done[f.uri], fetched = fut.result()
+                stats["files_fetched" if fetched else "files_cached"] += 1
+                stats["bytes_fetched"] += f.size if fetched else 0
             except ItemError as e:
                 done[f.uri] = e
             bar.update(f.size)

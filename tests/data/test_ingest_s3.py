@@ -17,7 +17,7 @@ from stages.datasets.synthetic import synthesize
 from stages.ingest import ingest
 from stages.io import read_jsonl
 from stages.params import IngestParams, SynthesizeParams
-from stages.sources import open_source
+from stages.sources import RemoteFile, open_source
 from stages.sources.s3 import parse_s3_uri
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,3 +159,24 @@ def test_killed_run_resumes_without_refetching(bucket, s3_endpoint, syn, tmp_pat
     clean = ingest(s3_params(name, s3_endpoint, tmp_path / "clean", frame_folders=None))
     assert facts(ws / "data" / "raw" / "manifest.jsonl") == facts(tmp_path / "clean" / "raw" / "manifest.jsonl")
     assert not list((ws / ".cache" / "videorft").rglob("*.tmp"))  # the killed run's partial download was swept
+
+
+def test_multipart_objects_are_fetched_without_an_md5_etag(bucket, s3_endpoint, tmp_path):
+    """A multipart upload's ETag ("<md5 of md5s>-<parts>") is not the body's MD5: it must not be checked as one."""
+    from stages.sources.s3 import etag_is_md5
+
+    name, client = bucket
+    parts = [b"a" * (5 << 20), b"b" * 1000]  # S3's smallest non-last part is 5 MiB
+    up = client.create_multipart_upload(Bucket=name, Key="big/blob.bin")
+    etags = [client.upload_part(Bucket=name, Key="big/blob.bin", UploadId=up["UploadId"], PartNumber=i + 1,
+                                Body=body)["ETag"] for i, body in enumerate(parts)]
+    client.complete_multipart_upload(Bucket=name, Key="big/blob.bin", UploadId=up["UploadId"], MultipartUpload={
+        "Parts": [{"ETag": e, "PartNumber": i + 1} for i, e in enumerate(etags)]})
+    src = open_source(f"s3://{name}/big", endpoint_url=s3_endpoint)
+    head = client.head_object(Bucket=name, Key="big/blob.bin")
+    remote = RemoteFile(f"s3://{name}/big/blob.bin", "blob.bin", head["ContentLength"], head["ETag"].strip('"'))
+    size, version = src.fetch(remote, tmp_path / "blob")
+    assert size == sum(map(len, parts)) == (tmp_path / "blob").stat().st_size and version.endswith("-2")
+    assert not etag_is_md5({}, version) and etag_is_md5({}, "0" * 32)
+    assert not etag_is_md5({"ServerSideEncryption": "aws:kms"}, "0" * 32)
+    assert not etag_is_md5({"SSECustomerAlgorithm": "AES256"}, "0" * 32)

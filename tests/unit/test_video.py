@@ -225,3 +225,136 @@ def test_probe_counts_frames_when_container_has_no_count(tmp_path):
         assert c.streams.video[0].frames == 0
     info = probe_video(path)
     assert (info.frames, info.fps, info.duration) == (30, 25.0, 1.2)
+
+
+# ---------------------------------------------------------------- sparse decoding and resizing
+
+
+def _encode(path, n, options, fmt=None, size=(96, 160), fps=25):
+    """n identifiable frames (frame i: a bright bar at column 4*i on a fixed texture) with the given x264 options."""
+    import av
+
+    h, w = size
+    texture = np.random.default_rng(0).integers(40, 90, (h, w, 3), dtype=np.uint8)
+    with av.open(str(path), "w", format=fmt) as out:
+        st = out.add_stream("libx264", rate=fps)
+        st.width, st.height, st.pix_fmt, st.options = w, h, "yuv420p", options  # (x264's own options: x264-params)
+        for i in range(n):
+            img = texture.copy()
+            img[:, (4 * i) % (w - 4):(4 * i) % (w - 4) + 4] = 250
+            out.mux(st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(st.encode())
+    return path
+
+
+ENCODINGS = {  # b-adapt=0: B-frames wherever asked, whatever the content
+    "b-pyramid": ({"x264-params": "bframes=3:b-adapt=0:b-pyramid=normal"}, "mp4"),
+    "no-b-frames": ({"x264-params": "bframes=0"}, "mp4"),
+    "open-gop-short-keyint": ({"x264-params": "bframes=3:b-adapt=0:keyint=12:open-gop=1"}, "mp4"),
+    "matroska": ({"x264-params": "bframes=2:b-adapt=0:b-pyramid=none"}, "matroska"),
+    "annex-b": ({"x264-params": "bframes=3:b-adapt=0"}, "h264"),  # raw H.264: no timestamps, frames counted
+}
+
+
+@pytest.mark.parametrize("name", ENCODINGS)
+def test_skipping_decoder_returns_exactly_the_frames_of_a_full_decode(tmp_path, name):
+    """PyAV skips non-reference pictures it does not need; the frames it returns are bit-identical to decoding
+    every frame (PyAV, and decord reading all frames in order) at the same indices, for sparse, dense, repeated
+    and unordered requests. (decord's own sparse get_batch seeks, and on open-GOP streams returns later frames
+    than asked: docs/data.md.)"""
+    import decord
+
+    from stages.video.decode import _read_pyav_counting
+
+    options, fmt = ENCODINGS[name]
+    path = _encode(tmp_path / f"v.{ {'matroska': 'mkv', 'h264': 'h264'}.get(fmt, 'mp4')}", 60, options, fmt)
+    n = 60
+    every = None if fmt == "h264" else decord.VideoReader(str(path), num_threads=1).get_batch(range(n)).asnumpy()
+    for idx in (uniform_indices(n, 6), uniform_indices(n, 30), [59, 3, 3, 0, 17], list(range(n))):
+        ours = read_frames(path, idx, backend="pyav")
+        full = _read_pyav_counting(path, idx, None, 1)
+        assert np.array_equal(ours, np.stack([full[i] for i in idx])), idx
+        if every is not None:  # decord cannot index raw Annex B streams
+            assert np.array_equal(ours, every[idx]), idx
+
+
+def test_non_reference_pictures_are_really_skipped(tmp_path):
+    import av
+
+    from stages.video import h264
+
+    path = _encode(tmp_path / "v.mp4", 48, *ENCODINGS["b-pyramid"])
+    with av.open(str(path)) as c:
+        st = c.streams.video[0]
+        size = h264.nal_length_size(st.codec_context.extradata)
+        flags = [h264.droppable(bytes(p), size) for p in c.demux(st) if p.size]
+    assert size == 4 and len(flags) == 48 and 0.25 < sum(flags) / 48 < 0.75  # x264 makes many B-frames droppable
+    assert not flags[0]  # the IDR picture is a reference
+
+
+@pytest.mark.parametrize("data,length_size,expected", [
+    (b"\x00\x00\x00\x02\x01\x9a", 4, True),  # nal_ref_idc 0, type 1 (non-IDR slice)
+    (b"\x00\x00\x00\x02\x41\x9a", 4, False),  # nal_ref_idc 2, type 1
+    (b"\x00\x00\x00\x02\x65\x88", 4, False),  # IDR
+    (b"\x00\x00\x00\x01\x06\x00\x00\x00\x02\x01\x9a", 4, True),  # SEI then a non-reference slice
+    (b"\x00\x00\x00\x01\x06", 4, False),  # no slice at all
+    (b"\x00\x00\x00\x09\x01", 4, False),  # length runs past the packet: not trusted
+    (b"\x00\x00\x01\x01\x9a\x00\x00\x01\x01\x9b", None, True),  # Annex B, two non-reference slices
+    (b"\x00\x00\x00\x01\x21\x9a", None, False),  # Annex B, reference slice after a 4-byte start code
+])
+def test_droppable_reads_only_nal_headers(data, length_size, expected):
+    from stages.video.h264 import droppable
+
+    assert droppable(data, length_size) is expected
+
+
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+def test_resize_while_decoding_matches_a_separate_resize(clip, backend):
+    """Frames resized by the decoder (swscale bicubic for PyAV) stay close to decode-then-PIL-bicubic."""
+    from stages.video.decode import resize_rgb
+
+    idx = [0, 7, 23]
+    small = read_frames(clip, idx, backend=backend, size=(56, 112))
+    ref = resize_rgb(read_frames(clip, idx, backend=backend), (56, 112))
+    assert small.shape == ref.shape == (3, 56, 112, 3)
+    assert np.abs(small.astype(int) - ref).mean() < 3
+    assert [c // 4 for c in small[:, 28].mean(axis=2).argmax(axis=1)] == [i for i in idx]  # the bar moved with i
+
+
+def test_frame_folder_resize_uses_jpeg_draft(tmp_path):
+    for i in range(3):
+        Image.fromarray(np.full((480, 640, 3), 60 * i, np.uint8)).save(tmp_path / f"{i + 1:08d}.jpg", quality=95)
+    frames = read_frames(tmp_path, [2, 0], size=(112, 140))
+    assert frames.shape == (2, 112, 140, 3) and abs(int(frames[0].mean()) - 120) <= 2
+
+
+def test_probe_rejects_truncated_and_codecless_files(clip, tmp_path):
+    import av
+
+    cut = tmp_path / "cut.mp4"
+    with av.open(str(cut), "w", format="mp4", options={"movflags": "faststart"}) as out:
+        st = out.add_stream("libx264", rate=8)
+        st.width, st.height, st.pix_fmt = 64, 48, "yuv420p"
+        for i in range(40):
+            out.mux(st.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 6 * i, np.uint8), format="rgb24")))
+        out.mux(st.encode())
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    with pytest.raises(DecodeError, match=r"truncated: the header declares 40 frames, the file holds \d+"):
+        probe_video(cut)
+    exotic = tmp_path / "exotic.mp4"
+    exotic.write_bytes(clip.read_bytes().replace(b"avc1", b"zzz1"))
+    with pytest.raises(DecodeError, match="no decoder"):
+        probe_video(exotic)
+    with pytest.raises(DecodeError, match="no decoder"):
+        read_frames(exotic, [0], backend="pyav")
+
+
+def test_frame_cache_key_follows_the_plan_not_the_params():
+    from stages.video.frame_cache import frame_key
+
+    a = plan_video(10.0, 250, 25.0, 240, 320, TINY)
+    b = plan_video(10.0, 250, 25.0, 240, 320, TINY.model_copy(update={"max_frames": 10, "total_pixels": 94080}))
+    c = plan_video(10.0, 250, 25.0, 240, 320, TINY.model_copy(update={"fps": 2.01}))  # same frames: same key
+    assert frame_key("s", a, "pyav") != frame_key("s", b, "pyav")
+    assert frame_key("s", a, "pyav") == frame_key("s", c, "pyav") != frame_key("s", a, "decord")
+    assert frame_key("s", a, "pyav") != frame_key("t", a, "pyav")
