@@ -167,6 +167,16 @@ def mlflow_run(is_main: bool, mlflow_p: MlflowParams, run_file: Path, resuming: 
         yield active
 
 
+def init_deepspeed_comm(args) -> None:
+    """DeepSpeed's communicator on top of the process group accelerate set up. On GPU accelerate does this itself;
+    on CPU (gloo) it does not, and ZeRO-3's zero.Init would then size its batch for a world of one."""
+    import deepspeed
+
+    _ = args.device  # accelerate's distributed setup (torch.distributed process group)
+    if not deepspeed.comm.is_initialized():
+        deepspeed.init_distributed(dist_backend="gloo" if args.use_cpu else "nccl")
+
+
 def save_final(trainer, processor, p: TrainParams, model_p: ModelParams, out: Path, is_main: bool) -> None:
     """Final weights in safetensors: the full model, or with LoRA the base with the adapter merged (loadable
     without peft by evaluate/register) plus the adapter alone in out/adapter."""
@@ -205,6 +215,10 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
             shutil.rmtree(run_dir, ignore_errors=True)
     resume_from = checkpoints.last_complete(run_dir) if p.resume else None
 
+    # the config first: with ZeRO-3 it makes from_pretrained partition the weights as they load (zero.Init)
+    args = grpo_config(p, str(run_dir), use_cpu)
+    if args.deepspeed:
+        init_deepspeed_comm(args)
     model, processor = policy.load(model_p, p.bf16, use_cpu)
     frozen = policy.freeze_vision_tower(model) if p.freeze_vision_tower else 0
     t0 = time.time()
@@ -219,7 +233,7 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
             model=model,
             processing_class=processor,
             reward_funcs=task_registry.reward_functions(p.tasks, think=think),
-            args=grpo_config(p, str(run_dir), use_cpu),
+            args=args,
             train_dataset=dataset,
             callbacks=[MlflowLogger()],
             peft_config=policy.lora_config(p.lora),
@@ -242,7 +256,8 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
             "samples": len(dataset),
             "samples_per_task": {t: sum(1 for r in dataset["task"] if r == t) for t in p.tasks},
             "world_size": trainer.accelerator.num_processes,
-            "trainable_parameters": sum(q.numel() for q in trainer.model.parameters() if q.requires_grad),
+            "trainable_parameters": sum(getattr(q, "ds_numel", q.numel())  # ZeRO-3 partitions: full size
+                                        for q in trainer.model.parameters() if q.requires_grad),
             "frozen_vision_parameters": frozen,
             "steps": trainer.state.global_step,
             "train_loss": result.training_loss,

@@ -40,7 +40,7 @@ def freeze_vision_tower(model) -> int:
     params = list(vision_tower(model).parameters())
     for p in params:
         p.requires_grad_(False)
-    return sum(p.numel() for p in params)
+    return sum(getattr(p, "ds_numel", p.numel()) for p in params)  # ZeRO-3 partitions: the full size
 
 
 def lora_config(lora_p):

@@ -20,20 +20,6 @@ ROOT = Path(__file__).resolve().parents[2]
 STEPS, SAVE = 4, 2
 
 
-@pytest.fixture(scope="module")
-def answering_model(tiny_model_dir, tmp_path_factory):
-    from _multirank_worker import make_bigram_sampler
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    out = tmp_path_factory.mktemp("answering-model")
-    processor = AutoProcessor.from_pretrained(tiny_model_dir)
-    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
-    make_bigram_sampler(model, processor.tokenizer)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return str(out)
-
-
 def workspace(root: Path, model_dir: str, frame_files: list[str], **train) -> tuple[Path, dict]:
     root.mkdir(parents=True)
     rows = [{"id": f"tg{i}", "task": "tg", "prompt": f"When does event {i} happen?", "frames": frame_files[i % 4],

@@ -1,0 +1,59 @@
+"""Turn a recipe (a params overlay, e.g. recipes/videochat-r1-7b.yaml) into `dvc exp run -S` arguments.
+
+    python recipes/apply.py recipes/videochat-r1-7b.yaml | xargs -d '\\n' dvc exp run
+    python recipes/apply.py --check recipes/videochat-r1-7b.yaml      # validate against params.yaml only
+
+Prints `-S` and `section.key=value` on alternate lines (values as compact JSON, so YAML reads them back and
+no shell splitting is involved). The overlay is validated first: applied to params.yaml it must give valid
+Params (stages/params.py), so a typo fails here, not on the GPU node.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from stages.params import load_params  # noqa: E402
+
+
+def leaves(tree: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """Dotted keys of the overlay's leaves; lists and empty dicts are values, not branches."""
+    out = []
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out += leaves(value, dotted + ".")
+        else:
+            out.append((dotted, value))
+    return out
+
+
+def overrides(recipe: str | Path) -> list[str]:
+    tree = yaml.safe_load(Path(recipe).read_text()) or {}
+    if not isinstance(tree, dict):
+        raise ValueError(f"{recipe}: a recipe is a mapping of params.yaml sections")
+    return [f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in leaves(tree)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("recipe")
+    ap.add_argument("--params", default="params.yaml", help="params file the overlay applies to")
+    ap.add_argument("--check", action="store_true", help="only validate")
+    args = ap.parse_args(argv)
+    items = overrides(args.recipe)
+    load_params(args.params, items)  # raises with the offending key on a typo or a bad value
+    if not args.check:
+        for item in items:
+            print("-S")
+            print(item)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
