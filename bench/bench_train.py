@@ -5,8 +5,9 @@ run, each configuration in its own process (peak RSS is per process), ratios aga
     python bench/bench_train.py                 # frames 4, 8, 16 at G = 4; G = 2, 4, 8 at 8 frames
     python bench/bench_train.py --steps 5 --rounds 3 --json bench-train.json
 
-The grid runs `rounds` times, interleaved; each configuration keeps its fastest round (a shared machine's
-interference only ever adds time). Every step: 2 prompts x G completions of exactly 32 tokens (min_new_tokens), 112x84 frames, beta 0.04, CPU
+Reported per phase in CPU seconds of the process (all threads; what the step costs, steadier than wall time on
+a shared machine) with wall seconds per step beside them. The grid runs `rounds` times, interleaved; each
+configuration keeps its cheapest round (interference only ever adds time). Every step: 2 prompts x G completions of exactly 32 tokens (min_new_tokens), 112x84 frames, beta 0.04, CPU
 threads as torch sets them. Results go to docs/training.md.
 """
 from __future__ import annotations
@@ -55,21 +56,27 @@ def one(frames: int, g: int, steps: int, warmup: int, tokens: int) -> dict:
     )
     trainer.generation_config.min_new_tokens = tokens
     trainer.train()
-    splits = [split(r) for r in clock.steps[warmup:]]
-    med = {k: statistics.median(s[k] for s in splits) for k in splits[0]}
-    return {"frames": frames, "G": g, "completions": g * prompts, **{k: round(v, 4) for k, v in med.items()},
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    out = {"frames": frames, "G": g, "completions": g * prompts}
+    for prefix in ("", "cpu_"):
+        splits = [split(r, prefix) for r in clock.steps[warmup:]]
+        out.update({f"{prefix}{k}": round(statistics.median(s[k] for s in splits), 4) for k in splits[0]})
+    out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return out
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown table; ratios against the first row."""
+    """Markdown table; ratios against the first row. CPU seconds (all threads of the process) per phase, the
+    steadier measure on a shared machine; wall seconds per step beside them."""
     base = rows[0]
-    lines = ["| frames | G | completions/step | s/step | x | generate | score | loss | optimizer | peak RSS MiB | x |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| frames | G | completions/step | CPU s/step | x | generate | score | loss | optimizer | wall s/step "
+             "| x | peak RSS MiB | x |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['frames']} | {r['G']} | {r['completions']} | {r['step']:.3f} | "
-                     f"{r['step'] / base['step']:.2f} | {r['generate']:.3f} | {r['score']:.3f} | {r['loss']:.3f} | "
-                     f"{r['optimizer']:.3f} | {r['peak_rss_mib']:.0f} | {r['peak_rss_mib'] / base['peak_rss_mib']:.2f} |")
+        lines.append(
+            f"| {r['frames']} | {r['G']} | {r['completions']} | {r['cpu_step']:.3f} | "
+            f"{r['cpu_step'] / base['cpu_step']:.2f} | {r['cpu_generate']:.3f} | {r['cpu_score']:.3f} | "
+            f"{r['cpu_loss']:.3f} | {r['cpu_optimizer']:.3f} | {r['step']:.3f} | {r['step'] / base['step']:.2f} | "
+            f"{r['peak_rss_mib']:.0f} | {r['peak_rss_mib'] / base['peak_rss_mib']:.2f} |")
     return "\n".join(lines)
 
 
@@ -98,11 +105,11 @@ def main(argv=None) -> list[dict]:
                 raise SystemExit(f"{spec} failed:\n{proc.stderr[-3000:]}")
             r = json.loads(line[0][7:])
             print(json.dumps(r), flush=True)
-            if i not in best or r["step"] < best[i]["step"]:
+            if i not in best or r["cpu_step"] < best[i]["cpu_step"]:
                 best[i] = r
     results = [best[i] for i in range(len(GRID))]
     print(f"\n{os.cpu_count()} CPUs, torch threads as default; medians of {args.steps} steps after "
-          f"{args.warmup} warm-up, fastest of {args.rounds} rounds\n\nGrowth with frames (G = 4; ratios against 4 frames):\n")
+          f"{args.warmup} warm-up, cheapest (CPU s) of {args.rounds} rounds\n\nGrowth with frames (G = 4; ratios against 4 frames):\n")
     print(table(sorted((r for r in results if r["G"] == 4), key=lambda r: r["frames"])))
     print("\nGrowth with G (8 frames; ratios against G = 2):\n")
     print(table(sorted((r for r in results if r["frames"] == 8), key=lambda r: r["G"])))

@@ -27,7 +27,9 @@ def sync() -> None:
 
 
 class PhaseClock:
-    """Seconds per named phase, summed within a step; one dict per step."""
+    """Wall seconds per named phase, summed within a step, and the process's CPU seconds (all threads) of the
+    same phase under "cpu_<name>" — on a shared machine CPU time is the steadier measure of work; one dict per
+    step."""
 
     def __init__(self):
         self.steps: list[dict[str, float]] = []
@@ -37,16 +39,18 @@ class PhaseClock:
     @contextlib.contextmanager
     def phase(self, name: str):
         sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             sync()
             self.current[name] += time.perf_counter() - t0
+            self.current[f"cpu_{name}"] += time.process_time() - c0
 
-    def end_step(self, total: float) -> None:
+    def end_step(self, total: float, cpu_total: float = 0.0) -> None:
         row = dict(self.current)
         row["step"] = total
+        row["cpu_step"] = cpu_total
         row.update({f"n_{k}": v for k, v in self.counts.items()})
         self.steps.append(row)
         self.current = defaultdict(float)
@@ -92,22 +96,23 @@ class StepTimer:
         class _Cb(TrainerCallback):
             def on_step_begin(self, args, state, control, **kw):
                 sync()
-                self.t0 = time.perf_counter()
+                self.t0, self.c0 = time.perf_counter(), time.process_time()
 
             def on_step_end(self, args, state, control, **kw):
                 sync()
-                clock.end_step(time.perf_counter() - self.t0)
+                clock.end_step(time.perf_counter() - self.t0, time.process_time() - self.c0)
 
         return _Cb()
 
 
-def split(row: dict) -> dict:
-    """One step's phases as generate / score / loss / optimizer seconds."""
-    gen = row.get("generate", 0.0)
-    rollout = row.get("rollout", 0.0)
-    step_time = row.get("train_step", 0.0)
-    return {"generate": gen, "score": rollout - gen, "loss": step_time - rollout, "optimizer": row["step"] - step_time,
-            "step": row["step"]}
+def split(row: dict, prefix: str = "") -> dict:
+    """One step's phases as generate / score / loss / optimizer seconds (prefix "cpu_": CPU seconds)."""
+    gen = row.get(f"{prefix}generate", 0.0)
+    rollout = row.get(f"{prefix}rollout", 0.0)
+    step_time = row.get(f"{prefix}train_step", 0.0)
+    total = row[f"{prefix}step"]
+    return {"generate": gen, "score": rollout - gen, "loss": step_time - rollout, "optimizer": total - step_time,
+            "step": total}
 
 
 # -- model FLOPs of the loss phase (forward + backward = 3 x forward, no recompute counted) -------------------

@@ -1,4 +1,5 @@
-"""Stage tiny_model: build the demo's tiny Qwen2.5-VL offline (random weights; no hub access)."""
+"""Stage tiny_model: build the demo's tiny Qwen2.5-VL (or, with tiny_model.family=qwen3_vl, Qwen3-VL) offline
+(random weights; no hub access)."""
 from __future__ import annotations
 
 import shutil
@@ -17,7 +18,7 @@ def run(p: TinyModelParams) -> dict:
 
 def main() -> None:
     summary = run(load_params().tiny_model)
-    print(f"tiny_model: {summary['parameters']:,} parameters, vocab {summary['vocab_size']}")
+    print(f"tiny_model: {summary['family']}, {summary['parameters']:,} parameters, vocab {summary['vocab_size']}")
 
 
 if __name__ == "__main__":
