@@ -132,6 +132,7 @@ def test_tracking_truth(syn):
         assert (folder / "00000001.jpg").is_file() and (folder / "00000012.jpg").is_file()
         colour, shape = g["object"].split()
         assert colour in COLOURS and shape in SHAPES and len(g["gt"]) == 8
+        assert f"object_class: {g['object']}\n" in (folder / "meta_info.ini").read_text()  # native layout's name
         for box, i in zip(g["gt"], uniform_indices(12, 8)):
             x, y, w, h = map(float, lines[i].split(","))
             assert box == [round(v, 3) for v in (x / 224, y / 168, (x + w) / 224, (y + h) / 168)]
