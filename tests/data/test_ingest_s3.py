@@ -121,7 +121,7 @@ def test_credentials_never_reach_files_or_output(bucket, s3_endpoint, syn, tmp_p
     assert "secret" not in " ".join(IngestParams.model_fields)  # no parameter could even hold one
 
 
-def test_killed_run_resumes_without_refetching(bucket, s3_endpoint, syn, tmp_path):
+def test_killed_run_resumes_without_refetching(bucket, s3_endpoint, syn, tmp_path, monkeypatch):
     """SIGKILL `python -m stages.ingest` in the middle of its downloads, run again: the files it had completed are
     not fetched again, and the result is the same as a clean run's."""
     name, client = bucket
@@ -149,11 +149,8 @@ def test_killed_run_resumes_without_refetching(bucket, s3_endpoint, syn, tmp_pat
     complete = len(list(fetched.glob("*/*.json")))
     assert 10 <= complete < total
 
-    os.chdir(ws)  # the stage's paths are relative to the workspace, as under dvc
-    try:
-        resumed = ingest(IngestParams(**params["ingest"]))
-    finally:
-        os.chdir(ROOT)
+    monkeypatch.chdir(ws)  # the stage's paths are relative to the workspace, as under dvc
+    resumed = ingest(IngestParams(**params["ingest"]))
     assert resumed["files_cached"] == complete and resumed["files_fetched"] == total - complete
     assert resumed["ingested"] == total
     clean = ingest(s3_params(name, s3_endpoint, tmp_path / "clean", frame_folders=None))
