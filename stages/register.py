@@ -7,7 +7,7 @@ Idempotent and restartable, keyed by the training run id (tag `train_run_id`):
   2. a logged model of this run exists      -> READY: register it; PENDING (an attempt killed mid-upload):
                                                upload again into it and finalize it; FAILED: delete it;
   3. otherwise create the logged model, upload, finalize READY, register;
-  4. two versions of one run (two registers raced) -> the later one deletes its own, one version remains.
+  4. two versions of one run (two registers raced, or a retried create) -> all but the oldest are deleted.
 So a retry after any failure converges on exactly one version with everything attached. An unreachable
 tracking server fails the stage at once with its URI named (stages/tracking.py bounds MLflow's retries).
 """
@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
@@ -147,15 +148,40 @@ def logged_model_for(client, p: RegisterParams, summary: dict, tags: dict[str, s
 
 
 def register_version(client, p: RegisterParams, model_id: str, tags: dict[str, str]):
-    """Register the logged model; if another register of the same run won a race, keep the oldest version."""
+    """Register the logged model, then keep only the oldest version of this training run: another register of
+    the same run may have raced us, or a create whose answer was lost may have been retried by the client."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     mine = mlflow.register_model(f"models:/{model_id}", p.model_name, tags=tags)
-    versions = find_versions(client, p.model_name, tags["train_run_id"])
-    keep = versions[0] if versions else mine
-    if str(keep.version) != str(mine.version):
-        client.delete_model_version(p.model_name, mine.version)
-    return keep
+    versions = find_versions(client, p.model_name, tags["train_run_id"]) or [mine]
+    for extra in versions[1:]:
+        try:
+            client.delete_model_version(p.model_name, extra.version)
+        except MlflowException as e:
+            if "RESOURCE_DOES_NOT_EXIST" not in str(e.error_code):  # the racing register deleted it first
+                raise
+    return versions[0]
+
+
+def set_alias(client, name: str, alias: str, version: str, attempts: int = 5) -> None:
+    """The tracking server inserts an alias after checking that it is absent, so two registers setting it at once
+    can hit its unique key: retry, and accept an alias that already points at the version."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            client.set_registered_model_alias(name, alias, version)
+            return
+        except MlflowException:
+            try:
+                if str(client.get_model_version_by_alias(name, alias).version) == str(version):
+                    return
+            except MlflowException:
+                pass
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def run(p: RegisterParams, mlflow_p: MlflowParams, model_dir: str, eval_path: str, *,
@@ -202,7 +228,7 @@ def _register(client, uri, p, model_dir, eval_path, prompt_dir, params, lock_pat
         else:
             model_id = logged_model_for(client, p, summary, tags, build_dir)
             version = register_version(client, p, model_id, tags)
-    client.set_registered_model_alias(p.model_name, p.alias, version.version)
+    set_alias(client, p.model_name, p.alias, version.version)
     record = {
         "model_name": p.model_name, "version": str(version.version), "alias": p.alias, "reused": reused,
         "train_run_id": run_id, "source": version.source, "tracking_uri": uri,

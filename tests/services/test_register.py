@@ -106,30 +106,47 @@ def test_interrupted_attempt_is_completed_by_the_retry(mlflow_server, make_candi
     assert {"model.safetensors", "MODEL_CARD.md", "prompts"} <= files
 
 
-def test_server_down_fails_clearly_then_retry_registers_once(mlflow_server, make_candidate, metrics, tmp_path):
-    """The stage (as DVC runs it) against a stopped server exits non-zero at once naming the URI; once the server
-    is back, the same command registers exactly one version."""
-    name = f"reg-{uuid.uuid4().hex[:8]}"
-    model_dir, eval_path, run_id = make_candidate(metrics(), metrics())
+def stage_command(tmp_path, server, name, model_dir, eval_path):
+    """`python -m stages.register` as DVC runs it: in a folder with a params.yaml, the server from the env."""
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({
         "train": {"out_dir": model_dir}, "evaluate": {"out_dir": str(Path(eval_path).parent)},
         "register": {"model_name": name, "out": str(tmp_path / "register.json")}}))
     Path(eval_path).rename(Path(eval_path).parent / "eval.json")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": mlflow_server.uri}
-    cmd = [sys.executable, "-m", "stages.register"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": server.uri}
+    return [sys.executable, "-m", "stages.register"], {"cwd": tmp_path, "env": env, "text": True}
+
+
+def test_server_down_fails_clearly_then_retry_registers_once(mlflow_server, make_candidate, metrics, tmp_path):
+    """The stage against a stopped server exits non-zero at once naming the URI; once the server is back, the
+    same command registers exactly one version."""
+    name = f"reg-{uuid.uuid4().hex[:8]}"
+    model_dir, eval_path, run_id = make_candidate(metrics(), metrics())
+    cmd, kw = stage_command(tmp_path, mlflow_server, name, model_dir, eval_path)
 
     mlflow_server.stop()
     try:
-        down = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        down = subprocess.run(cmd, capture_output=True, timeout=120, **kw)
     finally:
         mlflow_server.start()
     assert down.returncode != 0
     assert f"MLflow tracking server {mlflow_server.uri} is unreachable" in down.stderr
     assert "Traceback" not in down.stderr
 
-    up = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    up = subprocess.run(cmd, capture_output=True, timeout=300, **kw)
     assert up.returncode == 0, up.stderr[-3000:]
-    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(cmd, capture_output=True, timeout=300, **kw)
     assert again.returncode == 0 and "already registered" in again.stdout
     assert len(versions_of(MlflowClient(mlflow_server.uri), name, run_id)) == 1
 
+
+def test_two_concurrent_registers_of_one_run_leave_one_version(mlflow_server, make_candidate, metrics, tmp_path):
+    name = f"reg-{uuid.uuid4().hex[:8]}"
+    model_dir, eval_path, run_id = make_candidate(metrics(), metrics())
+    cmd, kw = stage_command(tmp_path, mlflow_server, name, model_dir, eval_path)
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[1][-5000:] for o in outs)
+    client = MlflowClient(mlflow_server.uri)
+    versions = versions_of(client, name, run_id)
+    assert len(versions) == 1
+    assert client.get_model_version_by_alias(name, "staging").version == versions[0].version
