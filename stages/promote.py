@@ -120,7 +120,9 @@ class RegistryLock:
                     description="held while videorft promote/rollback moves an alias; delete it if stale")
                 return self
             except MlflowException as e:
-                if "RESOURCE_ALREADY_EXISTS" not in str(e.error_code) and "already exists" not in str(e):
+                # ALREADY_EXISTS: held. DOES_NOT_EXIST: the server lost the insert race, then found the lock
+                # already released when it looked it up to say so. Either way: look again.
+                if not any(c in str(e.error_code) for c in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST")):
                     raise
             holder = self._holder()
             if holder and holder[0] == self.token:
