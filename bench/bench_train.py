@@ -7,8 +7,8 @@ run, each configuration in its own process (peak RSS is per process), ratios aga
 
 Reported per phase in CPU seconds of the process (all threads; what the step costs, steadier than wall time on
 a shared machine) with wall seconds per step beside them. The grid runs `rounds` times, interleaved; each
-configuration keeps its cheapest round (interference only ever adds time). Every step: 2 prompts x G completions of exactly 32 tokens (min_new_tokens), 112x84 frames, beta 0.04, CPU
-threads as torch sets them. Results go to docs/training.md.
+configuration keeps its cheapest round (interference only ever adds time). Every step: 2 prompts x G completions of exactly 32 tokens (min_new_tokens), 112x84 frames, beta 0.04, one CPU
+thread (OMP_NUM_THREADS=1). Results go to docs/training.md.
 """
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ GRID = [{"frames": f, "G": 4} for f in (4, 8, 16)] + [{"frames": 8, "G": g} for 
 def one(frames: int, g: int, steps: int, warmup: int, tokens: int) -> dict:
     """One configuration in this process: median phase seconds per step and peak RSS."""
     import torch
+
+    torch.set_num_threads(1)
     from bench_train_common import PhaseClock, StepTimer, length_reward, split, timed_trainer, write_clips
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -93,7 +95,8 @@ def main(argv=None) -> list[dict]:
         spec = json.loads(args.one)
         print("RESULT " + json.dumps(one(spec["frames"], spec["G"], args.steps, args.warmup, args.tokens)))
         return []
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    # one thread: idle OpenMP threads spin on a busy machine and bill CPU time that is not work
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     best: dict[int, dict] = {}
     for _ in range(args.rounds):
         for i, spec in enumerate(GRID):
@@ -108,7 +111,7 @@ def main(argv=None) -> list[dict]:
             if i not in best or r["cpu_step"] < best[i]["cpu_step"]:
                 best[i] = r
     results = [best[i] for i in range(len(GRID))]
-    print(f"\n{os.cpu_count()} CPUs, torch threads as default; medians of {args.steps} steps after "
+    print(f"\n{os.cpu_count()} CPUs, one torch thread per configuration; medians of {args.steps} steps after "
           f"{args.warmup} warm-up, cheapest (CPU s) of {args.rounds} rounds\n\nGrowth with frames (G = 4; ratios against 4 frames):\n")
     print(table(sorted((r for r in results if r["G"] == 4), key=lambda r: r["frames"])))
     print("\nGrowth with G (8 frames; ratios against G = 2):\n")
