@@ -10,7 +10,8 @@ import sys
 
 from prefect import flow, get_run_logger, task
 
-STAGES = ["synthesize", "ingest", "extract_frames", "build_samples", "tiny_model", "train", "evaluate", "register"]
+STAGES = ["synthesize", "ingest", "extract_frames", "build_samples", "tiny_model", "sft", "train", "evaluate",
+          "register"]
 
 
 @task(retries=1, retry_delay_seconds=5)

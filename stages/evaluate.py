@@ -172,7 +172,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     params = load_params()
     try:
-        res = run(params.evaluate, params.train.out_dir, params.model.name_or_path,
+        from stages.sft import start_model
+
+        res = run(params.evaluate, params.train.out_dir, start_model(params),
                   os.path.join(params.build_samples.out_dir, "eval.jsonl"), params.mlflow,
                   os.path.join(params.train.out_dir, "train_summary.json"), params.build_samples.think)
     except TrackingUnavailable as e:

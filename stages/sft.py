@@ -23,6 +23,11 @@ def _num(x: float) -> str:
     return f"{x:.2f}"
 
 
+def start_model(params) -> str:
+    """The model GRPO starts from, which evaluate compares the candidate against: the warm start when on."""
+    return params.sft.out_dir if params.sft.enabled else params.model.name_or_path
+
+
 def target_text(task: str, solution: dict, think: bool = True) -> str:
     """The gold answer in the layout the task's prompt asks for (and its parser reads back)."""
     head = THINK if think else ""

@@ -281,7 +281,10 @@ def main() -> None:
 
     if params.train.num_processes > 1 and not launch.in_worker():
         sys.exit(launch.relaunch(params.train))
-    s = run(params.train, params.model, params.mlflow, os.path.join(params.build_samples.out_dir, "train.jsonl"),
+    from stages.sft import start_model
+
+    model_p = params.model.model_copy(update={"name_or_path": start_model(params)})
+    s = run(params.train, model_p, params.mlflow, os.path.join(params.build_samples.out_dir, "train.jsonl"),
             think=params.build_samples.think)
     if launch.world_rank() == 0:
         print(f"train: {s['steps']} steps on {s['samples']} samples ({s['world_size']} processes) in "
