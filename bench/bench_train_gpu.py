@@ -112,7 +112,7 @@ def run(args) -> dict:
         "frames": args.frames, "frame_size": [args.height, args.width], "G": g, "prompts_per_step": args.prompts,
         "completion_tokens": args.max_completion_length, "beta": args.beta, "optim": args.optim,
         "steps_measured": len(measured),
-        "seconds": {k: round(v, 4) for k, v in med.items()},
+        "seconds": {k: round(v, 6) for k, v in med.items()},
         "share": {k: round(med[k] / med["step"], 4) for k in ("generate", "score", "loss", "optimizer")},
         "generate_tokens_per_s": round(gen_tokens / med["generate"], 2) if med["generate"] else None,
         "loss_tokens_per_s": round(loss_tokens / med["loss"], 2) if med["loss"] else None,
