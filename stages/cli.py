@@ -38,6 +38,28 @@ def cmd_flow(args) -> int:
     return 0
 
 
+def cmd_retrain(args) -> int:
+    """The retrain flow: stages in order, train on the GPU deployment (if any), promote under the gate."""
+    from flows.retrain import retrain
+
+    state = retrain(stages=args.stages or None, force=args.force, train_deployment=args.train_deployment,
+                    train_timeout_s=args.train_timeout, gpus=args.gpus, promote=not args.no_promote,
+                    return_state=True)
+    if not state.is_completed():
+        print(f"retrain: flow run {state.state_details.flow_run_id} {state.name}: {state.message}", file=sys.stderr)
+        return 1
+    print(json.dumps(state.result(), indent=2))
+    return 0
+
+
+def cmd_serve(args) -> int:
+    """Serve the retrain flow on a cron schedule from this machine (flow.serve)."""
+    from flows.serve import serve
+
+    serve(name=args.name, cron=args.cron or None, timezone=args.timezone, limit=args.limit)
+    return 0
+
+
 def cmd_promote(args) -> int:
     """Move `production` to a version only if the gate in params.yaml (section promote) holds."""
     from stages.params import load_params
@@ -74,6 +96,21 @@ def main(argv=None) -> int:
     f.add_argument("stages", nargs="*", help="stages to run (default: all, in order)")
     f.add_argument("--force", action="store_true", help="re-run stages even if DVC finds them up to date")
     f.set_defaults(fn=cmd_flow)
+    rt = sub.add_parser("retrain", help="retrain flow: stages in order, train on the GPU pool, promote under the gate")
+    rt.add_argument("stages", nargs="*", help="stages to run (default: all, in order)")
+    rt.add_argument("--force", action="store_true", help="re-run stages even if DVC finds them up to date")
+    rt.add_argument("--train-deployment", help="deployment running the train stage, e.g. train-stage/gpu "
+                    "(default: $VIDEORFT_TRAIN_DEPLOYMENT; none = train in this process)")
+    rt.add_argument("--train-timeout", type=float, help="seconds to wait for the train deployment (default: no limit)")
+    rt.add_argument("--gpus", type=int, default=1, help="GPU slots the train stage occupies (concurrency limit 'gpu')")
+    rt.add_argument("--no-promote", action="store_true", help="stop after register")
+    rt.set_defaults(fn=cmd_retrain)
+    sv = sub.add_parser("serve", help="run retrain on a cron schedule from this machine (needs PREFECT_API_URL)")
+    sv.add_argument("--name", default="nightly", help="deployment name (retrain/<name>)")
+    sv.add_argument("--cron", default="0 3 * * *", help="cron schedule; empty = on demand only")
+    sv.add_argument("--timezone", default="UTC")
+    sv.add_argument("--limit", type=int, default=1, help="concurrent runs (stages share one workspace)")
+    sv.set_defaults(fn=cmd_serve)
     pr = sub.add_parser("promote", help="move 'production' to a version if the promotion gate holds (exit 1: refused)")
     pr.add_argument("--version", help="version to promote (default: the one with alias promote.from_alias)")
     pr.add_argument("--model-name", help="registered model (default: register.model_name)")

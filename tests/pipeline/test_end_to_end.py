@@ -1,55 +1,17 @@
 """The whole pipeline on a tiny synthetic dataset, in a fresh copy of the repository: `dvc repro` runs every
 stage and leaves a registered model version with an alias, metrics and per-task reward curves in MLflow; a
 second `dvc repro` runs nothing; the Prefect flow runs the same pipeline."""
-import os
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import yaml
+from tests.pipeline.conftest import TINY, sh  # the workspace copy, shared with tests/flows
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
-
-TINY = {
-    "synthesize": {"num_videos": 8, "num_tracking_sequences": 4, "min_duration": 4.0, "max_duration": 6.0},
-    "train": {"max_steps": 3, "per_device_train_batch_size": 16, "num_generations": 4,
-              "max_completion_length": 16, "save_steps": 1},
-    "evaluate": {"max_new_tokens": 16, "max_samples_per_task": 2},
-}
-
-
-def sh(args, cwd, env, check=True):
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    ws = tmp_path_factory.mktemp("ws")
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        if (ROOT / f).is_file():
-            (ws / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, ws / f)
-    params = yaml.safe_load((ws / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(ws), "MLFLOW_TRACKING_URI": f"sqlite:///{ws}/mlflow.db"}
-    env.pop("PREFECT_API_URL", None)
-    git = ["git", "-c", "user.email=ci@videorft", "-c", "user.name=ci"]
-    sh(git + ["init", "-q"], ws, env)
-    sh(git + ["add", "-A"], ws, env)
-    sh(git + ["commit", "-qm", "snapshot"], ws, env)
-    first = sh([sys.executable, "-m", "dvc", "repro"], ws, env)
-    return ws, env, first
+def workspace(repro_workspace):
+    return repro_workspace
 
 
 def test_repro_registers_a_model_with_alias_and_metrics(workspace):

@@ -1,0 +1,72 @@
+"""Reproducing and sweeping with DVC alone, on the tiny run of the shared workspace (tests/pipeline/conftest.py):
+
+- a run is a commit (code + params + dvc.lock): a fresh clone with access to the cache gets every output back
+  with `dvc pull`, `dvc repro` then runs nothing, and recomputing the data stages and the tiny model from scratch
+  gives bit-identical outputs (dvc.lock unchanged);
+- `dvc exp run -S section.key=value` sweeps a parameter: only the stages that read it run, and the experiment is
+  listed with its parameter and metrics.
+"""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from tests.pipeline.conftest import GIT, sh, workspace_env
+
+pytestmark = pytest.mark.slow
+DVC = [sys.executable, "-m", "dvc"]
+DETERMINISTIC = ["synthesize", "ingest", "extract_frames", "build_samples", "tiny_model"]
+
+
+@pytest.fixture
+def run_commit(repro_workspace, tmp_path):
+    """A copy of the shared workspace with its run committed (git), so that tests can change it freely."""
+    ws, _, _ = repro_workspace
+    copy = tmp_path / "ws"
+    shutil.copytree(ws, copy, symlinks=True)
+    env = workspace_env(copy)
+    sh(GIT + ["add", "-A"], copy, env)
+    sh(GIT + ["commit", "-qm", "run"], copy, env)
+    return copy, env
+
+
+def test_fresh_clone_reproduces_the_run_from_dvc_lock(run_commit, tmp_path):
+    ws, _ = run_commit
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(ws), str(clone)], tmp_path, workspace_env(ws))
+    env = workspace_env(clone)
+    assert not (clone / "models/run").exists()
+    # the run's cache as this machine's remote (a folder here; s3:// in production, same commands)
+    sh(DVC + ["remote", "add", "--local", "-d", "origin", str(ws / ".dvc/cache")], clone, env)
+    sh(DVC + ["pull"], clone, env)
+    assert (clone / "models/run/model.safetensors").read_bytes() == (ws / "models/run/model.safetensors").read_bytes()
+    assert "Running stage" not in sh(DVC + ["repro"], clone, env).stdout
+    status = sh(DVC + ["status", "--json"], clone, env).stdout
+    assert json.loads(status) == {}, status
+    # recompute the deterministic stages from nothing: the same bytes as the lock records
+    for out in ("data", "models/tiny-qwen2_5_vl"):
+        shutil.rmtree(clone / out)
+    shutil.rmtree(clone / ".dvc/cache")
+    sh(DVC + ["remote", "remove", "--local", "origin"], clone, env)
+    rerun = sh(DVC + ["repro", "--force", "--single-item", *DETERMINISTIC], clone, env)
+    assert all(f"Running stage '{s}'" in rerun.stdout for s in DETERMINISTIC)
+    diff = subprocess.run(GIT + ["diff", "--stat", "dvc.lock"], cwd=clone, capture_output=True, text=True)
+    assert diff.stdout == "", f"recomputed outputs differ from the run's dvc.lock:\n{diff.stdout}"
+
+
+def test_exp_run_sweeps_a_parameter(run_commit):
+    ws, env = run_commit
+    env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{ws}/mlflow.db"}  # the copy's own registry
+    exp = sh(DVC + ["exp", "run", "-n", "fewer-eval", "-S", "evaluate.max_samples_per_task=1"], ws, env)
+    ran = {s for s in ("train", "evaluate", "register") if f"Running stage '{s}'" in exp.stdout}
+    assert ran == {"evaluate", "register"}, exp.stdout[-3000:]  # train does not read evaluate.*
+    shown = json.loads(sh(DVC + ["exp", "show", "--json"], ws, env).stdout)
+    found = [e for commit in shown for e in commit.get("experiments") or []
+             if any(rev.get("name") == "fewer-eval" for rev in e.get("revs", []))]
+    assert found, json.dumps(shown)[:3000]
+    [rev] = [r for r in found[0]["revs"] if r["name"] == "fewer-eval"]
+    params = rev["data"]["params"]["params.yaml"]["data"]
+    assert params["evaluate"]["max_samples_per_task"] == 1
+    metrics = rev["data"]["metrics"]["metrics/eval.json"]["data"]
+    assert set(metrics["candidate"]["metrics"]) == {"tg", "gqa", "tracking", "qa"}
