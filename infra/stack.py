@@ -211,7 +211,10 @@ def write_env_file(path: Path, env: dict[str, str]) -> None:
 
 def status(state_dir: Path) -> dict[str, bool]:
     """Whether each service of a running stack answers its health check."""
-    state = json.loads((state_dir / "state.json").read_text())
+    path = state_dir / "state.json"
+    if not path.exists():
+        raise ServiceError(f"no stack running here ({path} not found): infra/dev-stack.sh up")
+    state = json.loads(path.read_text())
     out = {}
     for svc in state["services"]:
         if svc["kind"] == "postgres":
