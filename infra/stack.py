@@ -165,30 +165,29 @@ def up(state_dir: Path, backend: str = "postgres", gpu_slots: int = 1, zombie_af
         raise ServiceError(f"{state_dir}/state.json exists: the stack is up (or was not stopped): "
                            f"infra/dev-stack.sh down first")
     started: list = []
+
+    def start(service):  # recorded before it starts: a service that fails to get healthy is stopped too
+        started.append(service)
+        return service.start()
+
     env: dict[str, str] = {**QUIET, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}
     try:
         if backend == "postgres":
             # not under state_dir: the postgres user must reach the cluster folder (a 0700 home would block it)
-            pg = postgres or Postgres(Path(tempfile.mkdtemp(prefix="videorft-stack-pg-"))).start()
-            if postgres is None:
-                started.append(pg)
-            s3 = S3Server(state_dir / "s3", buckets=BUCKETS).start()
-            started.append(s3)
+            pg = postgres or start(Postgres(Path(tempfile.mkdtemp(prefix="videorft-stack-pg-"))))
+            s3 = start(S3Server(state_dir / "s3", buckets=BUCKETS))
             env.update(s3.env())
-            mlflow = MlflowServer(state_dir / "mlflow", pg.create_database("mlflow"), "s3://mlflow/artifacts",
-                                  env=s3.env()).start()
-            started.append(mlflow)
-            prefect = PrefectServer(state_dir / "prefect",
-                                    pg.create_database("prefect").replace("+psycopg2", "+asyncpg")).start()
+            mlflow = start(MlflowServer(state_dir / "mlflow", pg.create_database("mlflow"), "s3://mlflow/artifacts",
+                                        env=s3.env()))
+            prefect = start(PrefectServer(state_dir / "prefect",
+                                          pg.create_database("prefect").replace("+psycopg2", "+asyncpg")))
             env.update({"VIDEORFT_DVC_REMOTE_URL": DVC_REMOTE, "VIDEORFT_DVC_REMOTE_ENDPOINT": s3.endpoint,
                         "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": f"remote-file-system/{RESULTS_BLOCK}"})
         else:
-            mlflow = MlflowServer(state_dir / "mlflow").start()
-            started.append(mlflow)
-            prefect = PrefectServer(state_dir / "prefect").start()
+            mlflow = start(MlflowServer(state_dir / "mlflow"))
+            prefect = start(PrefectServer(state_dir / "prefect"))
             (state_dir / "dvc-remote").mkdir(exist_ok=True)
             env["VIDEORFT_DVC_REMOTE_URL"] = str(state_dir / "dvc-remote")
-        started.append(prefect)
         env.update({"MLFLOW_TRACKING_URI": mlflow.uri, **prefect.env()})
         configured = configure_prefect(gpu_slots, env.get("AWS_ENDPOINT_URL"),
                                        "s3://prefect/results" if backend == "postgres" else None,
