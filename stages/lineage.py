@@ -62,22 +62,27 @@ def lineage_tags(env: dict | None = None) -> dict[str, str]:
     return tags
 
 
-@contextlib.contextmanager
-def start_stage_run(stage: str, run_name: str | None = None, tags: dict | None = None) -> Iterator:
-    """Start the MLflow run of `stage` (call after `stages.tracking.setup`) and yield it.
+def stage_run_kwargs(stage: str, run_name: str | None = None, tags: dict | None = None) -> dict:
+    """Arguments for `mlflow.start_run` that honour the contract (for stages that manage the run themselves):
 
-    Under a flow: resumes the run the flow created for this stage (MLFLOW_RUN_ID), or, when only a parent is
-    given, starts a run nested under it. Inside another active run: nested under that one. Alone: a new run.
+    Under a flow: MLflow resumes the run the flow created for this stage (MLFLOW_RUN_ID); with only a parent
+    given, the run is nested under it. Inside another active run: nested under that one. Alone: a new run.
     Every case tags the run with the stage, the commit and, under a flow, the Prefect flow run id.
     """
     import mlflow
 
-    all_tags = {TAG_STAGE: stage, **lineage_tags(), **(tags or {})}
-    kwargs: dict = {"run_name": run_name, "tags": all_tags}
-    parent = os.environ.get(PARENT_RUN_ID)
+    kwargs: dict = {"run_name": run_name, "tags": {TAG_STAGE: stage, **lineage_tags(), **(tags or {})}}
     if mlflow.active_run() is not None:
         kwargs["nested"] = True
-    elif parent and not os.environ.get(RUN_ID):
-        kwargs["parent_run_id"] = parent
-    with mlflow.start_run(**kwargs) as run:
+    elif os.environ.get(PARENT_RUN_ID) and not os.environ.get(RUN_ID):
+        kwargs["parent_run_id"] = os.environ[PARENT_RUN_ID]
+    return kwargs
+
+
+@contextlib.contextmanager
+def start_stage_run(stage: str, run_name: str | None = None, tags: dict | None = None) -> Iterator:
+    """Start the MLflow run of `stage` (call after `stages.tracking.setup`) and yield it: see stage_run_kwargs."""
+    import mlflow
+
+    with mlflow.start_run(**stage_run_kwargs(stage, run_name, tags)) as run:
         yield run
