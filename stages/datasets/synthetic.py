@@ -158,6 +158,9 @@ def encode_mp4(path: Path, frames, fps: float, width: int, height: int) -> None:
             st = out.add_stream("libx264", rate=fractions.Fraction(fps).limit_denominator(1001))
             st.width, st.height, st.pix_fmt = width, height, "yuv420p"
             st.options = {"crf": "18", "preset": "veryfast"}
+            # x264 sizes its thread pool from the CPUs it may use and the bitstream (and its options SEI) follow:
+            # one thread makes the bytes, and so dvc.lock, the same on every machine.
+            st.codec_context.thread_count = 1
             for img in frames:
                 out.mux(st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
             out.mux(st.encode())

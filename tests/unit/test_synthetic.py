@@ -49,6 +49,21 @@ def test_same_seed_same_output(syn, tmp_path):
     assert (other / "annotations" / "charades_sta.json").read_bytes() != (out / "annotations" / "charades_sta.json").read_bytes()
 
 
+def test_video_bytes_do_not_depend_on_the_cpus(tmp_path):
+    """x264 sizes its threads from the CPUs it may use; dvc.lock must not change from one machine to the next."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from pathlib import Path; from stages.datasets.synthetic import encode_mp4; "
+            "encode_mp4(Path(sys.argv[1]), [np.full((240, 320, 3), 9 * i, np.uint8) for i in range(24)], 8.0, 320, 240)")
+    one_cpu = tmp_path / "one.mp4"
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "all.mp4")], check=True)
+    subprocess.run([sys.executable, "-c", code, str(one_cpu)], check=True,
+                   preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}))
+    assert (tmp_path / "all.mp4").read_bytes() == one_cpu.read_bytes()
+
+
 def test_video_metadata_matches_annotations(syn):
     out, _ = syn
     tg = read_json(out / "annotations" / "charades_sta.json")
