@@ -32,6 +32,14 @@ class SynthesizeParams(Section):
     fps: float = Field(8.0, description="Frame rate of generated videos.")
     min_duration: float = Field(6.0, description="Shortest video, seconds.")
     max_duration: float = Field(12.0, description="Longest video, seconds.")
+    event_fraction: tuple[float, float] = Field(
+        (0.3, 1.0), description="Shortest and longest time an object is visible, as fractions of its video "
+        "(difficulty: the shorter the events, the less a blind guess of one interval scores; Charades-STA's "
+        "events are ~0.25 of their videos).")
+    objects_per_video: tuple[int, int] = Field(
+        (2, 4), description="Fewest and most objects in a video (difficulty: with one, a query needs no colour "
+        "binding; with several, the model must find the named one). At most 4 (lanes).")
+    tracking_distractor: bool = Field(True, description="Draw a second, untracked shape in tracking sequences.")
     tracking_length: int = Field(24, description="Frames per tracking sequence.")
     num_boxes: int = Field(8, description="Boxes per tracking annotation (VideoChat-R1 uses 8).")
 
@@ -149,7 +157,7 @@ class TinyModelParams(Section):
     intermediate_size: int = Field(128, description="MLP width.")
     vision_hidden_size: int = Field(32, description="Vision tower width.")
     vision_depth: int = Field(2, description="Vision tower depth.")
-    vocab_size: int = Field(512, description="Tokenizer vocabulary (BPE trained on a small corpus).")
+    vocab_size: int = Field(1024, description="Tokenizer vocabulary (BPE trained on a small corpus; decimals are single tokens).")
 
 
 class LoraParams(Section):

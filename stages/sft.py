@@ -51,8 +51,11 @@ def prior_solution(task: str, row: dict, rng: random.Random) -> dict:
     problem = row["problem"]
     if task in ("tg", "gqa"):
         duration = float(problem.get("duration") or 10.0)
-        a, b = sorted(rng.uniform(0, duration) for _ in range(2))
-        interval = [round(a, 2), round(max(b, a + 0.5), 2)]
+        # on a 0.25 s grid: the synthetic benchmark's time grid, and each such time is one token of the tiny model
+        last = max(math.floor(duration * 4) / 4, 0.5)
+        a, b = sorted(round(rng.uniform(0, last) * 4) / 4 for _ in range(2))
+        a = min(a, last - 0.5)
+        interval = [a, min(max(b, a + 0.5), last)]
         if task == "tg":
             return {"timestamps": interval}
         letters = [o.strip()[1] for o in problem["options"]]

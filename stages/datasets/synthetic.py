@@ -107,23 +107,27 @@ def draw(canvas: np.ndarray, shape: str, colour: str, cx: float, cy: float, size
 # ---------------------------------------------------------------- scenes
 
 
-def make_scene(rng: np.random.Generator, n_frames: int, width: int, height: int, g: int, fps: float) -> list[Obj]:
-    """2-4 objects in separate lanes with distinct colours and distinct appearance times."""
+def make_scene(rng: np.random.Generator, n_frames: int, width: int, height: int, g: int, fps: float,
+               event_fraction: tuple[float, float] = (0.3, 1.0), objects: tuple[int, int] = (2, 4)) -> list[Obj]:
+    """objects (min, max; 2-4) in separate lanes with distinct colours and distinct appearance times, each visible
+    for event_fraction (min, max) of the video."""
     axis = rng.choice(["h", "v"])  # h: objects move left/right in horizontal bands
     along, across = (width, height) if axis == "h" else (height, width)
     lane = across / 4
     gap = max(g, round(0.5 * fps / g) * g)  # at least ~0.5 s between appearances
     starts = list(range(0, max(int(0.6 * n_frames), 1), gap))
-    n = int(min(rng.integers(2, 5), len(starts)))
+    n = int(min(rng.integers(objects[0], objects[1] + 1), len(starts)))
     appear = sorted(int(x) for x in rng.choice(starts, n, replace=False))
     lanes = rng.choice(4, n, replace=False)
     colours = rng.choice(list(COLOURS), n, replace=False)
-    min_len = max(g, round(0.3 * n_frames / g) * g)
+    min_len = max(g, round(event_fraction[0] * n_frames / g) * g)
+    max_len = n_frames if event_fraction[1] >= 1 else max(min_len, round(event_fraction[1] * n_frames / g) * g)
     objs = []
     for k in range(n):
         a = appear[k]
-        ends = list(range(a + min_len, n_frames + 1, g)) or [n_frames]
-        b = n_frames if rng.random() < 0.3 else int(rng.choice(ends))  # some stay until the end
+        ends = list(range(a + min_len, min(a + max_len, n_frames) + 1, g)) or [n_frames]
+        stays = rng.random() < 0.3  # some stay until the end (when that is not longer than max_len)
+        b = n_frames if stays and n_frames - a <= max_len else int(rng.choice(ends))
         size = float(rng.uniform(0.5, 0.75) * min(lane, 48))
         lo, hi = size / 2 + 2, along - size / 2 - 2
         moving = rng.random() < 0.75
@@ -283,7 +287,8 @@ def write_track(folder: Path, rng, p: SynthesizeParams) -> dict:
         canvas = np.empty((h, w, 3), np.uint8)
         canvas[:] = BACKGROUND
         dc, ds, dx, dy, dsz = distractor
-        draw(canvas, ds, dc, dx, dy, dsz)
+        if p.tracking_distractor:
+            draw(canvas, ds, dc, dx, dy, dsz)
         draw(canvas, shape, colour, cx[i], cy[i], size[i])
         with atomic_path(folder / f"{i + 1:08d}.jpg") as tmp:
             Image.fromarray(canvas).save(tmp, format="JPEG", quality=95)
@@ -309,6 +314,10 @@ def check(p: SynthesizeParams) -> None:
         raise ValueError(f"width and height must be even and >= 64 (yuv420p, four lanes), got {p.width}x{p.height}")
     if not (0 < p.min_duration <= p.max_duration) or p.fps <= 0:
         raise ValueError("need fps > 0 and 0 < min_duration <= max_duration")
+    if not (1 <= p.objects_per_video[0] <= p.objects_per_video[1] <= 4):
+        raise ValueError(f"objects_per_video must be 1 <= min <= max <= 4 (four lanes), got {p.objects_per_video}")
+    if not (0 < p.event_fraction[0] <= p.event_fraction[1] <= 1):
+        raise ValueError(f"event_fraction must be 0 < min <= max <= 1, got {p.event_fraction}")
     if min(p.num_videos, p.num_tracking_sequences) < 0 or p.tracking_length < 1 or p.num_boxes < 1:
         raise ValueError("counts must be >= 0, tracking_length and num_boxes >= 1")
 
@@ -348,7 +357,8 @@ def synthesize(p: SynthesizeParams) -> dict:
         vid = video_id(i)
         rng = np.random.default_rng([p.seed, 0, i])
         n_frames = max(2 * g, round(rng.uniform(p.min_duration, p.max_duration) * p.fps / g) * g)
-        objs = make_scene(rng, n_frames, p.width, p.height, g, p.fps)
+        objs = make_scene(rng, n_frames, p.width, p.height, g, p.fps, tuple(p.event_fraction),
+                          tuple(p.objects_per_video))
         frames = render_video(objs, n_frames, p.width, p.height)
         encode_mp4(out / "videos" / f"{vid}.mp4", frames, p.fps, p.width, p.height)
         charades[vid], gqa_rows, mcq_rows = annotate(vid, objs, n_frames, rng, p.fps, g)

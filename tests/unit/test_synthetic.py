@@ -167,3 +167,26 @@ def test_time_grid(fps, g):
 def test_rejects_odd_size():
     with pytest.raises(ValueError, match="even"):
         check(SynthesizeParams(width=225))
+
+
+def test_difficulty_knobs(tmp_path):
+    """Shorter events, one object per video, no tracking distractor: the README's documented difficulty knobs."""
+    p = SynthesizeParams(out_dir=str(tmp_path), num_videos=6, num_tracking_sequences=2, min_duration=8.0,
+                         max_duration=8.0, event_fraction=(0.15, 0.4), objects_per_video=(1, 1),
+                         tracking_distractor=False, tracking_length=6)
+    synthesize(p)
+    charades = read_json(tmp_path / "annotations" / "charades_sta.json")
+    for entry in charades.values():
+        assert entry["duration"] == 8.0 and len(entry["timestamps"]) == 1
+        s, e = entry["timestamps"][0]
+        assert 0.15 * 8 - 0.25 <= e - s <= 0.4 * 8 + 0.25  # on the 0.25 s grid
+    frame = np.asarray(Image.open(tmp_path / "got10k" / "GOT-10k_Syn_000001" / "00000001.jpg"))
+    not_background = (np.abs(frame.astype(int) - 112).max(axis=-1) > 40)
+    ys, xs = np.nonzero(not_background)  # only the target: its pixels fill its own box
+    x, y, w, h = (float(v) for v in (tmp_path / "got10k" / "GOT-10k_Syn_000001" / "groundtruth.txt")
+                  .read_text().splitlines()[0].split(","))
+    assert xs.min() >= x - 2 and xs.max() <= x + w + 2 and ys.min() >= y - 2 and ys.max() <= y + h + 2
+    with pytest.raises(ValueError, match="objects_per_video"):
+        synthesize(SynthesizeParams(out_dir=str(tmp_path / "bad"), objects_per_video=(0, 2)))
+    with pytest.raises(ValueError, match="event_fraction"):
+        synthesize(SynthesizeParams(out_dir=str(tmp_path / "bad"), event_fraction=(0.5, 0.2)))

@@ -1,0 +1,58 @@
+"""The micro-reproduction recipe's own logic: the recipe is valid params, sizes are nested subsets, and the two
+reference lines (the warm start's answer prior, the best blind answer) score what they should."""
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from recipes.micro_repro import blind_reference, curve_settings, nested_subsets, recipe_params  # noqa: E402
+
+RECIPE = ROOT / "recipes/micro-repro.yaml"
+
+
+def rows_of(task: str, n: int, **extra) -> list[dict]:
+    return [{"id": f"{task}{i}", "task": task, **extra} for i in range(n)]
+
+
+def test_recipe_is_valid_params_and_enables_the_warm_start():
+    params = recipe_params(RECIPE, [])
+    assert params.sft.enabled and params.sft.targets == "format"
+    assert params.train.num_generations == 8 and params.build_samples.think is False
+    cfg = curve_settings(RECIPE, None)
+    assert cfg["sizes"][0] == 0 and cfg["sizes"] == sorted(cfg["sizes"])
+    assert curve_settings(RECIPE, "0,4")["sizes"] == [0, 4]
+    with pytest.raises(ValueError):
+        curve_settings(RECIPE, "8,4")
+
+
+def test_sizes_are_nested_per_task_and_reproducible():
+    rows = rows_of("tg", 10) + rows_of("qa", 10) + rows_of("tg", 3)  # repeated ids count once
+    subsets = nested_subsets(rows, [0, 2, 4, 8], seed=0)
+    assert subsets[0] == []
+    for small, big in ((2, 4), (4, 8)):
+        assert {r["id"] for r in subsets[small]} < {r["id"] for r in subsets[big]}
+    for n in (2, 4, 8):
+        assert sorted(r["task"] for r in subsets[n]) == ["qa"] * n + ["tg"] * n
+    assert nested_subsets(rows, [0, 2, 4, 8], seed=0) == subsets
+    with pytest.raises(ValueError, match="not enough training samples"):
+        nested_subsets(rows, [0, 11], seed=0)
+
+
+def test_blind_reference_fits_the_interval_and_the_letter_on_train():
+    rng = random.Random(0)
+    train = [{"id": f"t{i}", "task": "tg", "problem": {"duration": 10.0},
+              "solution": {"timestamps": [2.0 + rng.uniform(-0.2, 0.2), 6.0]}} for i in range(20)]
+    train += [{"id": f"q{i}", "task": "qa", "problem": {}, "solution": {"answer": "C" if i % 3 else "A"}}
+              for i in range(12)]
+    evals = [{"id": "e1", "task": "tg", "problem": {"duration": 20.0}, "solution": {"timestamps": [4.0, 12.0]}},
+             {"id": "e2", "task": "qa", "problem": {}, "solution": {"answer": "C"}},
+             {"id": "e3", "task": "tracking", "problem": {"init_box": [0.1, 0.1, 0.3, 0.3]},
+              "solution": {"boxes": [[0.1, 0.1, 0.3, 0.3]] * 4 + [[0.5, 0.5, 0.7, 0.7]] * 4}}]
+    got = blind_reference(train, evals, think=False)
+    assert got["tg"]["mIoU"] == pytest.approx(1.0)  # [0.2, 0.6] of the duration fits both
+    assert got["qa"]["accuracy"] == 1.0  # the most frequent letter
+    assert got["tracking"]["AO"] == pytest.approx(0.5)  # the static tracker: right on half the frames
