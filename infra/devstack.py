@@ -26,6 +26,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -69,7 +71,7 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def _spawn(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+def spawn(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as f:
         # own process group: stop() ends the server and its workers, and nothing else
@@ -77,7 +79,7 @@ def _spawn(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Pop
                                 stdin=subprocess.DEVNULL, close_fds=True)
 
 
-def _stop_group(pid: int, timeout: float = 15) -> None:
+def stop_group(pid: int, timeout: float = 15) -> None:
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -100,13 +102,13 @@ def _stop_group(pid: int, timeout: float = 15) -> None:
 
 
 class ServerProcess:
-    """A server running in its own process group (started with _spawn): stop() ends it and its workers."""
+    """A server running in its own process group (started with spawn): stop() ends it and its workers."""
 
     pid: int | None = None
 
     def stop(self) -> None:
         if self.pid:
-            _stop_group(self.pid)
+            stop_group(self.pid)
             self.pid = None
 
 
@@ -204,7 +206,7 @@ class S3Server(ServerProcess):
                 "MLFLOW_S3_ENDPOINT_URL": self.endpoint, "AWS_ENDPOINT_URL": self.endpoint}
 
     def start(self, timeout: float = 30) -> "S3Server":
-        self.proc = _spawn([sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.port)], self.log)
+        self.proc = spawn([sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.port)], self.log)
         self.pid = self.proc.pid
         wait_until(lambda: http_ok(f"{self.endpoint}/moto-api/"), timeout, f"S3 server on {self.endpoint}",
                    self.proc, self.log)
@@ -247,7 +249,7 @@ class MlflowServer(ServerProcess):
                "--backend-store-uri", self.backend, "--artifacts-destination", self.artifacts,
                "--workers", str(self.workers)]
         env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", **self.extra_env}
-        proc = _spawn(cmd, self.log, env)
+        proc = spawn(cmd, self.log, env)
         self.pid = proc.pid
         wait_until(lambda: http_ok(f"{self.uri}/health"), timeout, f"MLflow server on {self.uri}", proc, self.log)
         return self
@@ -257,16 +259,28 @@ class MlflowServer(ServerProcess):
                 "artifacts": self.artifacts}
 
 
-# ---------------------------------------------------------------- CLI: up / env / down
+# ---------------------------------------------------------------- CLI: up / env / down (infra/stack.py shares these)
+
+
+@contextmanager
+def starting(state_dir: Path, busy: str):
+    """The frame of an `up`: a state folder without a state.json (else ServiceError "... exists: <busy>"), and a
+    list to record services in; when the block fails, they are stopped (last first) and the error goes on."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if (state_dir / "state.json").exists():
+        raise ServiceError(f"{state_dir}/state.json exists: {busy}")
+    started: list = []
+    try:
+        yield started
+    except Exception:
+        for svc in reversed(started):
+            svc.stop()
+        raise
 
 
 def up(state_dir: Path, backend: str) -> dict:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    if (state_dir / "state.json").exists():
-        raise ServiceError(f"{state_dir}/state.json exists: run `python -m infra.devstack down` first")
-    started: list = []
     state: dict = {"services": [], "env": {}}
-    try:
+    with starting(state_dir, "run `python -m infra.devstack down` first") as started:
         if backend == "postgres":
             pg = Postgres().start()
             started.append(pg)
@@ -278,56 +292,65 @@ def up(state_dir: Path, backend: str) -> dict:
         else:
             ml = MlflowServer(state_dir / "mlflow").start()
         started.append(ml)
-    except Exception:
-        for svc in reversed(started):
-            svc.stop()
-        raise
     state["services"] = [s.state() for s in started]
     state["env"]["MLFLOW_TRACKING_URI"] = ml.uri
     (state_dir / "state.json").write_text(json.dumps(state, indent=2))
     return state
 
 
-def down(state_dir: Path) -> None:
+def down(state_dir: Path) -> bool:
+    """Stop every service of state_dir/state.json in reverse order; False when nothing was running."""
     path = state_dir / "state.json"
     if not path.exists():
-        print(f"devstack: nothing running ({path} not found)")
-        return
-    state = json.loads(path.read_text())
-    for svc in reversed(state["services"]):
+        return False
+    for svc in reversed(json.loads(path.read_text())["services"]):
         if svc["kind"] == "postgres":
             Postgres(svc["root"], svc["port"]).stop()
             shutil.rmtree(svc["root"], ignore_errors=True)
         elif svc.get("pid"):
-            _stop_group(svc["pid"])
+            stop_group(svc["pid"])
     path.unlink()
+    return True
 
 
 def exports(state: dict) -> str:
     return "\n".join(f"export {k}={v}" for k, v in sorted(state["env"].items()))
 
 
+def cli_parser(prog: str, doc: str, commands: list[str], state_dir: str, dir_help: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=commands)
+    parser.add_argument("--dir", default=state_dir, help=dir_help)
+    return parser
+
+
+def run_command(name: str, command: Callable[[], int | None]) -> int:
+    """A CLI command's exit code: its own (None: 0), or 1 with a one-line `<name>: reason` on stderr when a service
+    did not start or a state file is missing."""
+    try:
+        return command() or 0
+    except (ServiceError, FileNotFoundError) as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        return 1
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.devstack", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "env", "down"])
-    parser.add_argument("--dir", default=".dev-stack/devstack",
-                        help="state, logs and SQLite files (default .dev-stack/devstack, git-ignored)")
+    parser = cli_parser("python -m infra.devstack", __doc__, ["up", "env", "down"], ".dev-stack/devstack",
+                        "state, logs and SQLite files (default .dev-stack/devstack, git-ignored)")
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="postgres",
                         help="MLflow backend store: postgres (+ S3 artifacts) or sqlite (+ local artifacts)")
     args = parser.parse_args(argv)
     state_dir = Path(args.dir).resolve()
-    try:
+
+    def command() -> None:
         if args.command == "up":
             print(exports(up(state_dir, args.backend)))
         elif args.command == "env":
             print(exports(json.loads((state_dir / "state.json").read_text())))
-        else:
-            down(state_dir)
-    except (ServiceError, FileNotFoundError) as e:
-        print(f"devstack: {e}", file=sys.stderr)
-        return 1
-    return 0
+        elif not down(state_dir):
+            print(f"devstack: nothing running ({state_dir / 'state.json'} not found)")
+
+    return run_command("devstack", command)
 
 
 if __name__ == "__main__":

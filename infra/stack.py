@@ -13,16 +13,14 @@ command at the stack. Everything binds to 127.0.0.1 on free ports; infra/dev-sta
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from infra.devstack import (HOST, MlflowServer, Postgres, S3Server, ServiceError, _spawn, _stop_group, free_port,
-                            http_ok, wait_until)
+from infra.devstack import (HOST, MlflowServer, Postgres, S3Server, ServerProcess, ServiceError, cli_parser, down,
+                            free_port, http_ok, run_command, spawn, starting, wait_until)
 
 BUCKETS = ("mlflow", "dvc", "prefect")         # MLflow artifacts, the DVC remote, Prefect results
 DVC_REMOTE = "s3://dvc/store"
@@ -35,7 +33,7 @@ QUIET = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "MLFL
          "DVC_NO_ANALYTICS": "1"}
 
 
-class PrefectServer:
+class PrefectServer(ServerProcess):
     """`prefect server start` on 127.0.0.1 with its own PREFECT_HOME, on SQLite (default) or PostgreSQL."""
 
     def __init__(self, root: str | os.PathLike, database_url: str | None = None, port: int | None = None,
@@ -61,16 +59,11 @@ class PrefectServer:
         env.pop("PREFECT_API_URL", None)  # the server must not talk to another one
         cmd = [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", HOST,
                "--port", str(self.port), "--analytics-off"]
-        proc = _spawn(cmd, self.log, env)
+        proc = spawn(cmd, self.log, env)
         self.pid = proc.pid
         wait_until(lambda: http_ok(f"{self.api_url}/health"), timeout, f"Prefect server on {self.uri}", proc,
                    self.log)
         return self
-
-    def stop(self) -> None:
-        if self.pid:
-            _stop_group(self.pid)
-            self.pid = None
 
     def env(self) -> dict[str, str]:
         return {"PREFECT_API_URL": self.api_url}
@@ -160,18 +153,13 @@ def up(state_dir: Path, backend: str = "postgres", gpu_slots: int = 1, zombie_af
     """Start PostgreSQL, S3, MLflow and Prefect (or, with backend sqlite: MLflow and Prefect on SQLite, DVC on a
     local folder remote), configure Prefect, write state.json and stack.env. A running `postgres` cluster is used
     instead of starting one (and `down` leaves it to its owner)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    if (state_dir / "state.json").exists():
-        raise ServiceError(f"{state_dir}/state.json exists: the stack is up (or was not stopped): "
-                           f"infra/dev-stack.sh down first")
-    started: list = []
-
-    def start(service):  # recorded before it starts: a service that fails to get healthy is stopped too
-        started.append(service)
-        return service.start()
-
     env: dict[str, str] = {**QUIET, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}
-    try:
+    with starting(state_dir, "the stack is up (or was not stopped): infra/dev-stack.sh down first") as started:
+
+        def start(service):  # recorded before it starts: a service that fails to get healthy is stopped too
+            started.append(service)
+            return service.start()
+
         if backend == "postgres":
             # not under state_dir: the postgres user must reach the cluster folder (a 0700 home would block it)
             pg = postgres or start(Postgres(Path(tempfile.mkdtemp(prefix="videorft-stack-pg-"))))
@@ -192,10 +180,6 @@ def up(state_dir: Path, backend: str = "postgres", gpu_slots: int = 1, zombie_af
         configured = configure_prefect(gpu_slots, env.get("AWS_ENDPOINT_URL"),
                                        "s3://prefect/results" if backend == "postgres" else None,
                                        zombie_after_s, prefect.api_url)
-    except Exception:
-        for svc in reversed(started):
-            svc.stop()
-        raise
     state = {"services": [s.state() for s in started], "env": env, "prefect": configured, "backend": backend}
     (state_dir / "state.json").write_text(json.dumps(state, indent=2))
     write_env_file(state_dir / "stack.env", env)
@@ -227,33 +211,17 @@ def status(state_dir: Path) -> dict[str, bool]:
     return out
 
 
-def down(state_dir: Path) -> bool:
-    """Stop every service of the stack in reverse order; False when nothing was running."""
-    path = state_dir / "state.json"
-    if not path.exists():
-        return False
-    for svc in reversed(json.loads(path.read_text())["services"]):
-        if svc["kind"] == "postgres":
-            Postgres(svc["root"], svc["port"]).stop()
-            shutil.rmtree(svc["root"], ignore_errors=True)
-        elif svc.get("pid"):
-            _stop_group(svc["pid"])
-    path.unlink()
-    return True
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.stack", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "status", "env", "configure"])
-    parser.add_argument("--dir", default=".dev-stack", help="state, logs, stack.env (default .dev-stack)")
+    parser = cli_parser("python -m infra.stack", __doc__, ["up", "down", "status", "env", "configure"], ".dev-stack",
+                        "state, logs, stack.env (default .dev-stack)")
     parser.add_argument("--backend", choices=["postgres", "sqlite"], default="postgres",
                         help="postgres: PostgreSQL + S3 (the real layout); sqlite: MLflow/Prefect on SQLite, "
                              "DVC remote in a folder")
     parser.add_argument("--gpu-slots", type=int, default=1, help="GPUs the gpu pool may use at once")
     args = parser.parse_args(argv)
     state_dir = Path(args.dir).resolve()
-    try:
+
+    def command() -> int | None:
         if args.command == "up":
             state = up(state_dir, args.backend, args.gpu_slots)
             print(f"stack up ({args.backend}); `source {state_dir / 'stack.env'}`")
@@ -271,10 +239,9 @@ def main(argv=None) -> int:
         else:
             print(json.dumps(configure_prefect(args.gpu_slots, os.environ.get("AWS_ENDPOINT_URL"),
                                                os.environ.get("VIDEORFT_RESULTS_URL")), indent=2))
-    except (ServiceError, FileNotFoundError) as e:
-        print(f"dev-stack: {e}", file=sys.stderr)
-        return 1
-    return 0
+        return None
+
+    return run_command("dev-stack", command)
 
 
 if __name__ == "__main__":

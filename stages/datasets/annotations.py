@@ -171,6 +171,23 @@ def _item_id(item, k: int, source: str, key: str = "id") -> str:
     return f"{source}[{k}]"
 
 
+def _id_items(data, source: str, what: str, sample):
+    """A JSON list of objects keyed by `id` -> (samples, rejected): an item that is not an object or repeats an id
+    is rejected, then sample(item, sid) builds the sample or raises ValueError with the reason to reject it."""
+    items, rejected = _list_items(data, source, what)
+    samples, ids = [], _Ids()
+    for k, item in items or []:
+        sid = _item_id(item, k, source)
+        try:
+            if not isinstance(item, dict):
+                raise ValueError("item is not a JSON object")
+            ids.check(sid, k)
+            samples.append(sample(item, sid))
+        except ValueError as e:
+            rejected.append(_reject(sid, source, str(e)))
+    return samples, rejected
+
+
 # ---------------------------------------------------------------- adapters
 
 
@@ -209,27 +226,20 @@ def charades_sta(data, source: str, policy: str = "clip"):
 
 def nextgqa(data, source: str, policy: str = "clip"):
     """NExT-GQA list -> gqa samples (answer letter + evidence intervals)."""
-    items, rejected = _list_items(data, source, "NExT-GQA")
-    samples, ids = [], _Ids()
-    for k, item in items or []:
-        sid = _item_id(item, k, source)
-        try:
-            if not isinstance(item, dict):
-                raise ValueError("item is not a JSON object")
-            ids.check(sid, k)
-            duration, glue = _duration(_field(item, "duration")), _field(item, "glue")
-            options, letter = _options_letter(_field(item, "options"), _field(item, "answer"))
-            if not isinstance(glue, list) or not glue:
-                raise ValueError("no evidence interval")
-            samples.append({
-                "id": sid, "task": "gqa", "video_id": video_id_of(_text(_field(item, "video"), "video")),
-                "problem": {"question": _text(_field(item, "question"), "question"), "options": options,
-                            "duration": duration},
-                "solution": {"answer": letter, "glue": [_interval(iv, duration, policy, "evidence") for iv in glue]},
-            })
-        except ValueError as e:
-            rejected.append(_reject(sid, source, str(e)))
-    return samples, rejected
+
+    def sample(item, sid):
+        duration, glue = _duration(_field(item, "duration")), _field(item, "glue")
+        options, letter = _options_letter(_field(item, "options"), _field(item, "answer"))
+        if not isinstance(glue, list) or not glue:
+            raise ValueError("no evidence interval")
+        return {
+            "id": sid, "task": "gqa", "video_id": video_id_of(_text(_field(item, "video"), "video")),
+            "problem": {"question": _text(_field(item, "question"), "question"), "options": options,
+                        "duration": duration},
+            "solution": {"answer": letter, "glue": [_interval(iv, duration, policy, "evidence") for iv in glue]},
+        }
+
+    return _id_items(data, source, "NExT-GQA", sample)
 
 
 def got10k(data, source: str, num_boxes: int = 8):
@@ -258,23 +268,16 @@ def _tracking_sample(sid: str, obj: str, boxes: list[list[float]]) -> dict:
 
 def mcq(data, source: str):
     """Multiple-choice QA list {id, video, question, options, answer} -> qa samples."""
-    items, rejected = _list_items(data, source, "multiple-choice QA")
-    samples, ids = [], _Ids()
-    for k, item in items or []:
-        sid = _item_id(item, k, source)
-        try:
-            if not isinstance(item, dict):
-                raise ValueError("item is not a JSON object")
-            ids.check(sid, k)
-            options, letter = _options_letter(_field(item, "options"), _field(item, "answer"))
-            samples.append({
-                "id": sid, "task": "qa", "video_id": video_id_of(_text(_field(item, "video"), "video")),
-                "problem": {"question": _text(_field(item, "question"), "question"), "options": options},
-                "solution": {"answer": letter},
-            })
-        except ValueError as e:
-            rejected.append(_reject(sid, source, str(e)))
-    return samples, rejected
+
+    def sample(item, sid):
+        options, letter = _options_letter(_field(item, "options"), _field(item, "answer"))
+        return {
+            "id": sid, "task": "qa", "video_id": video_id_of(_text(_field(item, "video"), "video")),
+            "problem": {"question": _text(_field(item, "question"), "question"), "options": options},
+            "solution": {"answer": letter},
+        }
+
+    return _id_items(data, source, "multiple-choice QA", sample)
 
 
 # ---------------------------------------------------------------- native GOT-10k layout

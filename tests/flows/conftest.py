@@ -14,7 +14,7 @@ if str(ROOT) not in sys.path:  # `pytest` (not `python -m pytest`) puts only the
     sys.path.insert(0, str(ROOT))
 
 from tests.flows.machines import ZOMBIE_AFTER_S  # noqa: E402
-from tests.services.conftest import _postgres_or_fail  # noqa: E402 (same policy: fail as root/CI, else skip)
+from tests.stack_helpers import postgres_or_fail  # noqa: E402 (same policy: fail as root/CI, else skip)
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +24,7 @@ def stack():
 
     root = Path(tempfile.mkdtemp(prefix="videorft-flows-stack-"))
     root.chmod(0o755)  # the server runs as user postgres, which must reach its cluster below
-    pg = _postgres_or_fail(root / "pg")
+    pg = postgres_or_fail(root / "pg")
     try:
         yield up(root / "stack", "postgres", gpu_slots=1, zombie_after_s=ZOMBIE_AFTER_S, postgres=pg)
     finally:

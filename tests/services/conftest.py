@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.devstack import MlflowServer, Postgres, S3Server, ServiceError, find_pg_bin
+from infra.devstack import MlflowServer, S3Server
+from tests.stack_helpers import postgres_or_fail
 
 BACKENDS = ["sqlite", "postgres_s3"]
 
@@ -40,22 +41,9 @@ def mlflow_sqlite(services_root):
     server.stop()
 
 
-def _postgres_or_fail(root: Path) -> Postgres:
-    missing = [b for b in ("initdb", "pg_ctl", "psql") if not find_pg_bin(b)]
-    if missing:
-        reason = f"PostgreSQL binaries {missing} not found (apt-get install postgresql)"
-        if os.geteuid() == 0 or os.environ.get("CI"):
-            pytest.fail(f"{reason}: required here (root/CI can install them)", pytrace=False)
-        pytest.skip(f"!!! POSTGRES TESTS SKIPPED: {reason}; not root, cannot install them")
-    try:
-        return Postgres(root).start()
-    except ServiceError as e:
-        pytest.fail(f"PostgreSQL did not start: {e}", pytrace=False)
-
-
 @pytest.fixture(scope="session")
 def mlflow_postgres_s3(services_root):
-    pg = _postgres_or_fail(services_root / "pg")
+    pg = postgres_or_fail(services_root / "pg")
     s3 = S3Server(services_root / "s3").start()
     server = MlflowServer(services_root / "mlflow-pg", pg.create_database("mlflow"), "s3://mlflow/artifacts",
                           env=s3.env(), workers=1)
