@@ -33,10 +33,13 @@ def leaves(tree: dict, prefix: str = "") -> list[tuple[str, object]]:
     return out
 
 
-def overrides(recipe: str | Path) -> list[str]:
+def overrides(recipe: str | Path, skip: tuple[str, ...] = ()) -> list[str]:
+    """The overlay's leaves as `a.b=value` items; `skip` names top-level sections that are not params.yaml's
+    (e.g. the micro-reproduction's own `micro_repro:`)."""
     tree = yaml.safe_load(Path(recipe).read_text()) or {}
     if not isinstance(tree, dict):
         raise ValueError(f"{recipe}: a recipe is a mapping of params.yaml sections")
+    tree = {k: v for k, v in tree.items() if k not in skip}
     return [f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in leaves(tree)]
 
 

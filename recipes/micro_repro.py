@@ -48,14 +48,7 @@ def curve_settings(recipe: Path, cli_sizes: str | None) -> dict:
 
 def recipe_params(recipe: Path, extra: list[str]) -> Params:
     """params.yaml of the repository with the recipe's sections and -S overrides on top."""
-    tmp = recipe.with_name(f".{recipe.stem}.params-only.yaml")
-    tree = yaml.safe_load(recipe.read_text()) or {}
-    tree.pop("micro_repro", None)
-    tmp.write_text(yaml.safe_dump(tree))
-    try:
-        return load_params(ROOT / "params.yaml", overrides(tmp) + extra)
-    finally:
-        tmp.unlink()
+    return load_params(ROOT / "params.yaml", overrides(recipe, skip=("micro_repro",)) + extra)
 
 
 def nested_subsets(rows: list[dict], sizes: list[int], seed: int) -> dict[int, list[dict]]:
