@@ -109,7 +109,7 @@ def draw(canvas: np.ndarray, shape: str, colour: str, cx: float, cy: float, size
 
 def make_scene(rng: np.random.Generator, n_frames: int, width: int, height: int, g: int, fps: float,
                event_fraction: tuple[float, float] = (0.3, 1.0), objects: tuple[int, int] = (2, 4)) -> list[Obj]:
-    """objects (min, max; 2-4) in separate lanes with distinct colours and distinct appearance times, each visible
+    """objects (min, max; default 2-4) in separate lanes with distinct colours and distinct appearance times, each visible
     for event_fraction (min, max) of the video."""
     axis = rng.choice(["h", "v"])  # h: objects move left/right in horizontal bands
     along, across = (width, height) if axis == "h" else (height, width)

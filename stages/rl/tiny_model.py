@@ -37,7 +37,7 @@ def _corpus() -> list[str]:
     if PROMPTS_DIR.is_dir():
         for f in sorted(PROMPTS_DIR.glob("*.txt")):
             lines += f.read_text(encoding="utf-8").splitlines()
-    # decimals are whole pre-tokens (NUMBER below): with these lines each time on a 0.25 s grid (tg, gqa) and
+    # decimals are whole pre-tokens (NUMBER_AWARE_SPLIT): with these lines each time on a 0.25 s grid (tg, gqa) and
     # each box coordinate 0.00-1.00 (tracking) becomes one token, so an 8-box answer is ~80 tokens, not ~170
     lines += [f"{i / 4:.2f} to {(i + 3) / 4:.2f}" for i in range(0, 121)]
     lines += [f"[{i / 100:.2f}, {(100 - i) / 100:.2f}, {(i * 37 % 101) / 100:.2f}]" for i in range(101)]
