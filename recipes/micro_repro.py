@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recipes.apply import overrides  # noqa: E402
-from stages.io import read_jsonl, write_json, write_jsonl, write_text  # noqa: E402
+from stages.io import read_json, read_jsonl, write_json, write_jsonl, write_text  # noqa: E402
 from stages.params import Params, load_params  # noqa: E402
 
 # The metric of each task the claim is about, and the reference answers a model could give without the video.
@@ -217,7 +217,7 @@ def log_mlflow(params: Params, results: dict, files: list[Path]) -> str:
 
 
 def data_stages(params: Params) -> None:
-    from stages import build_samples, extract_frames, ingest, sft, synthesize, tiny_model
+    from stages import build_samples, extract_frames, ingest, synthesize, tiny_model
 
     t0 = time.time()
     synthesize.synthesize(params.synthesize)
@@ -227,11 +227,26 @@ def data_stages(params: Params) -> None:
     tiny_model.run(params.tiny_model)
     print(f"micro-repro: data + tiny model in {time.time() - t0:.0f} s: train {stats['train']} eval {stats['eval']}",
           flush=True)
+
+
+def warm_start_pool(rows: list[dict], grpo_rows: list[dict]) -> list[dict]:
+    """The training samples GRPO never sees: the warm start learns from these only, so every GRPO gain comes
+    from samples the starting policy has not been fitted to."""
+    used = {r["id"] for r in grpo_rows}
+    return [r for r in rows if r["id"] not in used]
+
+
+def warm_start(params: Params, pool: list[dict]) -> dict:
+    from stages import sft
+
+    path = Path(params.build_samples.out_dir) / "warm-start.jsonl"
+    write_jsonl(path, pool)
     c0 = time.process_time()
-    s = sft.run(params.sft, params.model, os.path.join(params.build_samples.out_dir, "train.jsonl"),
-                params.build_samples.think)
-    print(f"micro-repro: warm start {s['steps']} steps, loss {s['first_loss']:.3f} -> {s['last_loss']:.3f}, "
-          f"{time.process_time() - c0:.0f} CPU s", flush=True)
+    s = sft.run(params.sft, params.model, str(path), params.build_samples.think)
+    s["cpu_s"] = round(time.process_time() - c0, 1)
+    print(f"micro-repro: warm start ({params.sft.targets}) {s['examples']} examples, {s['steps']} steps, "
+          f"loss {s['first_loss']:.3f} -> {s['last_loss']:.3f}, {s['cpu_s']:.0f} CPU s", flush=True)
+    return s
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -253,7 +268,8 @@ def main(argv: list[str] | None = None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     os.chdir(work)
     write_text(Path("params.yaml"), yaml.safe_dump(params.model_dump(), sort_keys=False))
-    if not (args.reuse_data and Path(params.sft.out_dir, "model.safetensors").exists()):
+    reuse = args.reuse_data and Path(params.sft.out_dir, "model.safetensors").exists()
+    if not reuse:
         data_stages(params)
 
     think, seed = params.build_samples.think, params.build_samples.seed
@@ -262,11 +278,16 @@ def main(argv: list[str] | None = None) -> dict:
         from stages.evaluate import select
 
         eval_rows = select(eval_rows, cfg["eval_per_task"])
-    subsets = nested_subsets(read_jsonl(Path(params.build_samples.out_dir) / "train.jsonl"), cfg["sizes"], seed)
+    train_rows = read_jsonl(Path(params.build_samples.out_dir) / "train.jsonl")
+    subsets = nested_subsets(train_rows, cfg["sizes"], seed)
+    if not reuse:
+        ws = warm_start(params, warm_start_pool(train_rows, subsets[cfg["sizes"][-1]]))
+        write_json(Path(params.sft.out_dir) / "sft.json", ws)
     results = {"recipe": str(recipe.relative_to(ROOT)) if recipe.is_relative_to(ROOT) else str(recipe),
                "epochs": cfg["epochs"], "eval_samples": len(eval_rows),
                "reference": reference_metrics(eval_rows, think, seed),
-               "blind_best": blind_reference(subsets[cfg["sizes"][-1]], eval_rows, think), "sizes": []}
+               "blind_best": blind_reference(subsets[cfg["sizes"][-1]], eval_rows, think),
+               "warm_start": read_json(Path(params.sft.out_dir) / "sft.json"), "sizes": []}
     out = Path("results")
     for n in cfg["sizes"]:
         row = {"n": n}

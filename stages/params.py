@@ -190,7 +190,9 @@ class TGrpoParams(Section):
 
 
 class SftParams(Section):
-    """Optional supervised warm start (answer format) before GRPO; off in the real recipe."""
+    """Optional supervised warm start before GRPO; off in the real recipe (which starts from a pretrained model).
+    With `format` targets it teaches the answer layout; with `gold` it stands in for a pretrained model's partial
+    perception (the CPU micro-reproduction, recipes/micro-repro.yaml)."""
 
     enabled: bool = Field(False, description="Run the warm start; when off, train starts from model.name_or_path.")
     out_dir: str = Field("models/sft", description="Warm-started checkpoint (or sft.json saying it is off).")
@@ -198,10 +200,12 @@ class SftParams(Section):
     targets: Literal["gold", "format"] = Field(
         "format", description="gold: imitate the true answers; format: well-formed answers drawn from each "
         "task's prior (random interval/letter, static box), which teaches the layout but not the perception.")
-    max_samples_per_task: int | None = Field(16, description="Few examples: teach the format, not the benchmark.")
+    max_samples_per_task: int | None = Field(16, description="Examples per task (None = all); few teach the format.")
     epochs: int = Field(3, description="Passes over the selected examples.")
     batch_size: int = Field(4, description="Examples per optimizer step.")
-    learning_rate: float = Field(1e-3, description="AdamW learning rate.")
+    learning_rate: float = Field(1e-3, description="AdamW learning rate. For the tiny model, gold targets need "
+                                 "<= 5e-4: at 2e-3 the loss stays at the answers' entropy and the video is never used "
+                                 "(docs/micro-repro.md).")
     seed: int = Field(0, description="Example selection, order and init seed.")
 
 

@@ -1,8 +1,10 @@
-"""Stage sft: optional supervised warm start before GRPO, so a tiny model first learns the answer FORMAT.
+"""Stage sft: optional supervised warm start before GRPO.
 
-Targets are the gold answers written the way the prompt asks (a short think block, then the answer blocks);
-the video reaches the loss exactly as in training (frames from the cache, sampled fps as video metadata).
-Off in the real recipe (VideoChat-R1 does RL straight from the instruct model); on in the CPU micro-reproduction.
+Targets are answers written the way the prompt asks (a short think block, then the answer blocks): the gold ones
+(a stand-in for the perception a pretrained model brings) or ones drawn from each task's prior (`format`: the
+layout only). The video reaches the loss exactly as in training (frames from the cache, sampled fps as video
+metadata). Off in the real recipe (VideoChat-R1 does RL straight from the instruct model); on in the CPU
+micro-reproduction, which trains it on samples GRPO never sees.
 When off, the stage writes only models/sft/sft.json saying so, and train starts from model.name_or_path.
 """
 from __future__ import annotations
@@ -68,7 +70,7 @@ def prior_solution(task: str, row: dict, rng: random.Random) -> dict:
 
 
 def select_rows(rows: list[dict], per_task: int | None, seed: int) -> list[dict]:
-    """At most `per_task` rows of each task (seeded): the warm start should teach format, not the benchmark."""
+    """At most `per_task` rows of each task (seeded, each sample id once)."""
     rng = random.Random(seed)
     by_task: dict[str, list[dict]] = {}
     for r in rows:

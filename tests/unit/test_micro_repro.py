@@ -9,7 +9,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from recipes.micro_repro import blind_reference, curve_settings, nested_subsets, recipe_params  # noqa: E402
+from recipes.micro_repro import (  # noqa: E402
+    blind_reference, curve_settings, nested_subsets, recipe_params, warm_start_pool,
+)
 
 RECIPE = ROOT / "recipes/micro-repro.yaml"
 
@@ -20,7 +22,7 @@ def rows_of(task: str, n: int, **extra) -> list[dict]:
 
 def test_recipe_is_valid_params_and_enables_the_warm_start():
     params = recipe_params(RECIPE, [])
-    assert params.sft.enabled and params.sft.targets == "format"
+    assert params.sft.enabled and params.sft.targets == "gold"
     assert params.train.num_generations == 8 and params.build_samples.think is False
     cfg = curve_settings(RECIPE, None)
     assert cfg["sizes"][0] == 0 and cfg["sizes"] == sorted(cfg["sizes"])
@@ -42,6 +44,14 @@ def test_sizes_are_nested_per_task_and_reproducible():
         nested_subsets(rows, [0, 11], seed=0)
 
 
+def test_warm_start_never_sees_a_grpo_sample():
+    rows = rows_of("tg", 10) + rows_of("qa", 10)
+    subsets = nested_subsets(rows, [0, 2, 4], seed=0)
+    pool = warm_start_pool(rows, subsets[4])
+    assert {r["id"] for r in pool}.isdisjoint(r["id"] for r in subsets[4])
+    assert len(pool) + len(subsets[4]) == len(rows)  # nothing else is left out
+
+
 def test_blind_reference_fits_the_interval_and_the_letter_on_train():
     rng = random.Random(0)
     train = [{"id": f"t{i}", "task": "tg", "problem": {"duration": 10.0},
@@ -56,3 +66,14 @@ def test_blind_reference_fits_the_interval_and_the_letter_on_train():
     assert got["tg"]["mIoU"] == pytest.approx(1.0)  # [0.2, 0.6] of the duration fits both
     assert got["qa"]["accuracy"] == 1.0  # the most frequent letter
     assert got["tracking"]["AO"] == pytest.approx(0.5)  # the static tracker: right on half the frames
+
+
+def test_colour_probe_asks_the_video_and_answers_in_the_qa_layout():
+    from recipes.warm_start_probe import colour_row
+    from stages.sft import target_text
+
+    row = {"id": "v1#0", "task": "tg", "prompt": "find when: a white triangle appears",
+           "solution": {"timestamps": [1, 2]}, "problem": {"sentence": "a white triangle appears and moves right"}}
+    got = colour_row(row)
+    assert "white" not in got["prompt"]  # the answer is only in the video
+    assert target_text(got["task"], got["solution"], think=False) == "<answer>white</answer>"
