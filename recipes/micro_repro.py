@@ -162,7 +162,7 @@ def table(results: dict) -> str:
         return " | ".join(f"{metrics.get(t, {}).get(m, float('nan')):.3f}" for t, m in COLUMNS)
 
     ref = results["reference"]
-    lines.append(f"| reference: the warm start's answer prior, no video | - | - | {cells(ref)} |")
+    lines.append(f"| reference: random well-formed answers, no video | - | - | {cells(ref)} |")
     lines.append(f"| reference: best blind answer, fit on the training set | - | - | {cells(results['blind_best'])} |")
     for row in results["sizes"]:
         label = "0 (warm start)" if row["n"] == 0 else str(row["n"])
@@ -186,7 +186,7 @@ def plot(results: dict, path: Path) -> None:
         ax.plot(xs, ys, "o-", label="after GRPO (0 = warm start)")
         ref = results["reference"].get(task, {}).get(metric)
         if ref is not None:
-            ax.axhline(ref, color="grey", linestyle="--", label="answer prior, no video")
+            ax.axhline(ref, color="grey", linestyle="--", label="random answers, no video")
         blind = results["blind_best"].get(task, {}).get(metric)
         if blind is not None:
             ax.axhline(blind, color="black", linestyle=":", label="best blind answer")
