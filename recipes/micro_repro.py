@@ -5,7 +5,8 @@ spatio-temporal perception, general QA is kept.
     python recipes/micro_repro.py -S train.learning_rate=2e-4 --sizes 0,16
 
 One workspace (runs/micro-repro) holds everything: params.yaml (params.yaml + the recipe), the synthetic data,
-the tiny model, the format warm start (stage sft), one GRPO run per training-set size and their evaluations.
+the tiny model, the warm start (stage sft, on training samples GRPO never sees), one GRPO run per training-set
+size and their evaluations.
 Every step is the project's own stage code, called with the recipe's params. Sizes are samples PER TASK, nested
 (the N samples are the first N of the 2N), and size 0 is the warm start itself. Results: results.json,
 results.md (the table in the README), curve.png, all logged to one MLflow run (metrics with step = size).
@@ -229,6 +230,15 @@ def data_stages(params: Params) -> None:
           flush=True)
 
 
+def held_for_grpo(rows: list[dict], largest: int, recipe_largest: int, seed: int) -> list[dict]:
+    """The samples the warm start must not see: the recipe's largest subset, so that a shorter curve (--sizes 0,4)
+    starts from the same warm start as the full one; the run's own largest when the data are too few for that."""
+    try:
+        return nested_subsets(rows, [max(largest, recipe_largest)], seed)[max(largest, recipe_largest)]
+    except ValueError:
+        return nested_subsets(rows, [largest], seed)[largest]
+
+
 def warm_start_pool(rows: list[dict], grpo_rows: list[dict]) -> list[dict]:
     """The training samples GRPO never sees: the warm start learns from these only, so every GRPO gain comes
     from samples the starting policy has not been fitted to."""
@@ -281,7 +291,8 @@ def main(argv: list[str] | None = None) -> dict:
     train_rows = read_jsonl(Path(params.build_samples.out_dir) / "train.jsonl")
     subsets = nested_subsets(train_rows, cfg["sizes"], seed)
     if not reuse:
-        ws = warm_start(params, warm_start_pool(train_rows, subsets[cfg["sizes"][-1]]))
+        held = held_for_grpo(train_rows, cfg["sizes"][-1], curve_settings(recipe, None)["sizes"][-1], seed)
+        ws = warm_start(params, warm_start_pool(train_rows, held))
         write_json(Path(params.sft.out_dir) / "sft.json", ws)
     results = {"recipe": str(recipe.relative_to(ROOT)) if recipe.is_relative_to(ROOT) else str(recipe),
                "epochs": cfg["epochs"], "eval_samples": len(eval_rows),

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from recipes.micro_repro import (  # noqa: E402
-    blind_reference, curve_settings, nested_subsets, recipe_params, warm_start_pool,
+    blind_reference, curve_settings, held_for_grpo, nested_subsets, recipe_params, warm_start_pool,
 )
 
 RECIPE = ROOT / "recipes/micro-repro.yaml"
@@ -50,6 +50,13 @@ def test_warm_start_never_sees_a_grpo_sample():
     pool = warm_start_pool(rows, subsets[4])
     assert {r["id"] for r in pool}.isdisjoint(r["id"] for r in subsets[4])
     assert len(pool) + len(subsets[4]) == len(rows)  # nothing else is left out
+
+
+def test_a_shorter_curve_warms_up_on_the_same_pool_as_the_full_one():
+    rows = rows_of("tg", 10) + rows_of("qa", 10)
+    full = held_for_grpo(rows, 8, 8, seed=0)
+    assert held_for_grpo(rows, 2, 8, seed=0) == full  # --sizes 0,2 of a recipe whose curve ends at 8
+    assert {r["id"] for r in held_for_grpo(rows, 2, 64, seed=0)} == {r["id"] for r in nested_subsets(rows, [2], 0)[2]}
 
 
 def test_blind_reference_fits_the_interval_and_the_letter_on_train():
