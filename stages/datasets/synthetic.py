@@ -161,9 +161,13 @@ def encode_mp4(path: Path, frames, fps: float, width: int, height: int) -> None:
         with av.open(str(tmp), "w", format="mp4") as out:
             st = out.add_stream("libx264", rate=fractions.Fraction(fps).limit_denominator(1001))
             st.width, st.height, st.pix_fmt = width, height, "yuv420p"
-            st.options = {"crf": "18", "preset": "veryfast"}
-            # x264 sizes its thread pool from the CPUs it may use and the bitstream (and its options SEI) follow:
-            # one thread makes the bytes, and so dvc.lock, the same on every machine.
+            # Same frames, same bytes (dvc.lock is compared across runs and machines), which x264 does not give by
+            # default: its thread pool is sized from the CPUs the process may use, and the bitstream and options
+            # SEI follow; and its SIMD code, on these flat backgrounds, now and then codes one block differently
+            # from one run to the next in the same process (1 byte in 1 of ~15 encodes of a 42-frame clip, decoded
+            # pixels identical; tests/unit/test_synthetic.py). One thread and the plain C code (asm=0) give
+            # identical bytes every time.
+            st.options = {"crf": "18", "preset": "veryfast", "x264-params": "asm=0"}
             st.codec_context.thread_count = 1
             for img in frames:
                 out.mux(st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))

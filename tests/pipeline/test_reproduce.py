@@ -51,8 +51,21 @@ def test_fresh_clone_reproduces_the_run_from_dvc_lock(run_commit, tmp_path):
     sh(DVC + ["remote", "remove", "--local", "origin"], clone, env)
     rerun = sh(DVC + ["repro", "--force", "--single-item", *DETERMINISTIC], clone, env)
     assert all(f"Running stage '{s}'" in rerun.stdout for s in DETERMINISTIC)
-    diff = subprocess.run(GIT + ["diff", "--stat", "dvc.lock"], cwd=clone, capture_output=True, text=True)
-    assert diff.stdout == "", f"recomputed outputs differ from the run's dvc.lock:\n{diff.stdout}"
+    diff = subprocess.run(GIT + ["diff", "dvc.lock"], cwd=clone, capture_output=True, text=True)
+    assert diff.stdout == "", f"recomputed outputs differ from the run's dvc.lock:\n{diff.stdout}\n{changed(ws, clone)}"
+
+
+def changed(ws, clone, outs=("data", "models/tiny-qwen2_5_vl")) -> str:
+    """Which files of the recomputed outputs differ from the run's (what a failure needs to be understood)."""
+    lines = []
+    for out in outs:
+        mine = {f.relative_to(ws): f for f in (ws / out).rglob("*") if f.is_file()}
+        again = {f.relative_to(clone): f for f in (clone / out).rglob("*") if f.is_file()}
+        lines += [f"only in the run: {f}" for f in sorted(mine.keys() - again.keys())]
+        lines += [f"only recomputed: {f}" for f in sorted(again.keys() - mine.keys())]
+        lines += [f"differs: {f} ({mine[f].stat().st_size} vs {again[f].stat().st_size} bytes)"
+                  for f in sorted(mine.keys() & again.keys()) if mine[f].read_bytes() != again[f].read_bytes()]
+    return "\n".join(lines[:40]) or "no file differs"
 
 
 def test_exp_run_sweeps_a_parameter(run_commit):
