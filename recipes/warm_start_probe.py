@@ -87,21 +87,9 @@ def main(argv: list[str] | None = None) -> None:
               + json.dumps({t: blind[t] for t in tasks if t in blind}), flush=True)
 
     examples = [sft.encode_example(processor, r, params.build_samples.think) for r in train]
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    rng, c0 = random.Random(params.sft.seed), time.process_time()
-    for epoch in range(1, args.epochs + 1):
-        model.train()
-        order = list(range(len(examples)))
-        rng.shuffle(order)
-        losses = []
-        for start in range(0, len(order), args.batch_size):
-            loss = sft.sft_loss(model, processor, [examples[i] for i in order[start:start + args.batch_size]],
-                                model.config.video_token_id)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            losses.append(loss.item())
+    c0 = time.process_time()
+
+    def report(epoch: int, losses: list[float]) -> None:
         line = f"epoch {epoch} loss {sum(losses) / len(losses):.3f} cpu {time.process_time() - c0:.0f} s"
         if epoch % args.every == 0 or epoch == args.epochs:
             model.save_pretrained("probe-model")
@@ -116,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
             line += f" | {len(set(texts))} distinct answers"
         print(line, flush=True)
 
+    sft.fit(model, processor, examples, args.lr, args.epochs, args.batch_size, random.Random(params.sft.seed), report)
 
 if __name__ == "__main__":
     main()

@@ -14,6 +14,7 @@ import os
 import random
 import time
 from pathlib import Path
+from typing import Callable
 
 from stages.io import read_jsonl, write_json
 from stages.params import ModelParams, SftParams, load_params
@@ -119,6 +120,32 @@ def sft_loss(model, processor, batch: list[tuple], video_token_id: int):
     return model(input_ids=input_ids, attention_mask=mask, labels=labels, **video).loss
 
 
+def fit(model, processor, examples: list[tuple], lr: float, epochs: int, batch_size: int, rng: random.Random,
+        on_epoch: Callable[[int, list[float]], None] | None = None) -> list[float]:
+    """AdamW on the answer tokens, a fresh shuffle per epoch, grad norm clipped at 1; the loss of every step.
+    on_epoch(epoch, that epoch's losses) runs after each epoch (1-based): recipes/warm_start_probe.py evaluates there."""
+    import torch
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    losses: list[float] = []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = list(range(len(examples)))
+        rng.shuffle(order)
+        first = len(losses)
+        for start in range(0, len(order), batch_size):
+            loss = sft_loss(model, processor, [examples[i] for i in order[start:start + batch_size]],
+                            model.config.video_token_id)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            losses.append(loss.item())
+        if on_epoch is not None:
+            on_epoch(epoch, losses[first:])
+    return losses
+
+
 def run(p: SftParams, model_p: ModelParams, samples_path: str, think: bool = True) -> dict:
     out = Path(p.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -140,20 +167,9 @@ def run(p: SftParams, model_p: ModelParams, samples_path: str, think: bool = Tru
         encode_example(processor, r, think, None if p.targets == "gold" else prior_solution(r["task"], r, rng))
         for r in rows
     ]
-    opt = torch.optim.AdamW(model.parameters(), lr=p.learning_rate, weight_decay=0.0)
     steps = p.epochs * math.ceil(len(examples) / p.batch_size)
-    t0, losses = time.time(), []
-    for epoch in range(p.epochs):
-        order = list(range(len(examples)))
-        rng.shuffle(order)
-        for start in range(0, len(order), p.batch_size):
-            batch = [examples[i] for i in order[start:start + p.batch_size]]
-            loss = sft_loss(model, processor, batch, model.config.video_token_id)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            losses.append(loss.item())
+    t0 = time.time()
+    losses = fit(model, processor, examples, p.learning_rate, p.epochs, p.batch_size, rng)
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     summary = {

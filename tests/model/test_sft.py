@@ -64,3 +64,21 @@ def test_short_warm_start_lowers_loss_and_saves(tmp_path, tiny_model_dir, frame_
     AutoModelForImageTextToText.from_pretrained(s["model"])  # a loadable checkpoint
     off = run(SftParams(enabled=False, out_dir=str(tmp_path / "off")), ModelParams(name_or_path="base"), str(samples))
     assert off == {"enabled": False, "model": "base"}
+
+
+def test_fit_reports_each_epoch(tiny_model_dir, frame_files):
+    """The probe's hook (recipes/warm_start_probe.py): called after every epoch with that epoch's step losses."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from stages.sft import encode_example, fit
+
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    rows = [{"id": f"s{i}", "task": "tg", "prompt": "When?", "frames": frame_files[i % 4], "fps": 2.0,
+             "problem": {"sentence": "x", "duration": 4.0}, "solution": {"timestamps": [1.0, 2.0]}} for i in range(3)]
+    seen = []
+    losses = fit(model, processor, [encode_example(processor, r, True) for r in rows], 3e-3, 2, 2, random.Random(0),
+                 lambda epoch, epoch_losses: seen.append((epoch, epoch_losses)))
+    assert [e for e, _ in seen] == [1, 2] and [len(x) for _, x in seen] == [2, 2]  # 3 examples, batch 2
+    assert losses == seen[0][1] + seen[1][1]
