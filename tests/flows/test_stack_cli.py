@@ -64,8 +64,23 @@ def test_serve_publishes_the_scheduled_retrain_deployment(stack):
         with prefect_client(stack) as client:
             assert client.read_deployment_by_name("train-stage/served-train")
     finally:
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the served deployments pause, the process ends
-        proc.communicate(timeout=60)
+        stop_with_ctrl_c(proc)
+
+
+def stop_with_ctrl_c(proc: subprocess.Popen) -> None:
+    """Ctrl-C: the served deployments pause, the process ends. asyncio.run turns a first Ctrl-C into a cancellation
+    of its main task, which Prefect's runner can absorb while it is still starting (CI saw the process go on for
+    60 s); a second one raises KeyboardInterrupt, as at a terminal. Killed, and the test fails, if both are ignored."""
+    for wait_s in (30, 60):
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.communicate(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    os.killpg(proc.pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=30)
+    raise AssertionError(f"videorft serve ignored two Ctrl-C:\n{out[-3000:]}")
 
 
 def test_serve_without_a_server_says_what_to_do():
