@@ -49,20 +49,18 @@ def test_serve_publishes_the_scheduled_retrain_deployment(stack):
     proc = subprocess.Popen(serve, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, preexec_fn=default_ctrl_c)
     try:
-        def deployment():
+        def deployments():  # serve creates them one after the other: wait for both
             from prefect.exceptions import ObjectNotFound
 
             with prefect_client(stack) as client:
                 try:
-                    return client.read_deployment_by_name("retrain/served")
+                    return [client.read_deployment_by_name(n) for n in ("retrain/served", "train-stage/served-train")]
                 except ObjectNotFound:
                     return None
 
-        found = wait_for(deployment, 120, "videorft serve to publish retrain/served", interval=2)
+        found, _ = wait_for(deployments, 120, "videorft serve to publish retrain/served and its train stage", interval=2)
         [schedule] = found.schedules
         assert schedule.schedule.cron == "15 4 * * *" and schedule.active
-        with prefect_client(stack) as client:
-            assert client.read_deployment_by_name("train-stage/served-train")
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the served deployments pause, the process ends
         proc.communicate(timeout=60)
