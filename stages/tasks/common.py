@@ -234,3 +234,17 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
 def mean(values: Sequence[float]) -> float:
     """Mean, 0 for no values (metrics of an empty split are reported as 0 with count 0)."""
     return sum(values) / len(values) if values else 0.0
+
+
+# A task's metric terms: per metric, one numerator per sample and one denominator per sample (None: 1 each, a plain
+# mean). Every aggregate() is `ratio_metrics(terms(rows), len(rows))`, so the bootstrap (stages/bootstrap.py) can
+# resample the sums with numpy and still compute exactly what aggregate() computes.
+Terms = dict[str, tuple[Sequence[float], Sequence[float] | None]]
+
+
+def ratio_metrics(terms: Terms, count: int) -> dict[str, float]:
+    """`count`, then each metric as sum(numerators) / sum(denominators); 0 when nothing was counted."""
+    out: dict[str, float] = {"count": count}
+    for name, (num, den) in terms.items():
+        out[name] = mean(num) if den is None else (sum(num) / sum(den) if sum(den) else 0.0)
+    return out

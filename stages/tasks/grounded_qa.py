@@ -8,15 +8,16 @@ from __future__ import annotations
 from typing import Any
 
 from .common import (
+    Terms,
     extract_block,
     format_tags,
     gold_letter,
     layout,
-    mean,
     merged_iop,
     merged_iou,
     parse_intervals,
     parse_letter,
+    ratio_metrics,
 )
 from .mcq import options_text
 
@@ -78,17 +79,21 @@ def sample_metrics(text: str, solution: dict) -> dict[str, Any]:
     }
 
 
-def aggregate(rows: list[dict]) -> dict[str, float]:
+def terms(rows: list[dict]) -> Terms:
     """Accuracy, evidence mIoU / mIoP (unreadable evidence = 0), IoU@m / IoP@m, Acc@GQA (correct and IoP >= 0.5)."""
-    out = {
-        "count": len(rows),
-        "accuracy": mean([float(r["correct"]) for r in rows]),
-        "evidence_mIoU": mean([float(r["evidence_iou"]) for r in rows]),
-        "mIoP": mean([float(r["iop"]) for r in rows]),
-        "Acc@GQA": mean([float(bool(r["correct"]) and r["iop"] >= IOP_THRESHOLD) for r in rows]),
+    ious, iops = [float(r["evidence_iou"]) for r in rows], [float(r["iop"]) for r in rows]
+    out: Terms = {
+        "accuracy": ([float(r["correct"]) for r in rows], None),
+        "evidence_mIoU": (ious, None),
+        "mIoP": (iops, None),
+        "Acc@GQA": ([float(bool(r["correct"]) and iop >= IOP_THRESHOLD) for r, iop in zip(rows, iops)], None),
     }
     for m in THRESHOLDS:
-        out[f"IoU@{m}"] = mean([float(r["evidence_iou"] >= m) for r in rows])
-        out[f"IoP@{m}"] = mean([float(r["iop"] >= m) for r in rows])
-    out["parse_rate"] = mean([float(r["parsed"]) for r in rows])
+        out[f"IoU@{m}"] = ([float(iou >= m) for iou in ious], None)
+        out[f"IoP@{m}"] = ([float(iop >= m) for iop in iops], None)
+    out["parse_rate"] = ([float(r["parsed"]) for r in rows], None)
     return out
+
+
+def aggregate(rows: list[dict]) -> dict[str, float]:
+    return ratio_metrics(terms(rows), len(rows))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .common import extract_block, format_tags, gold_letter, layout, mean, parse_letter
+from .common import Terms, extract_block, format_tags, gold_letter, layout, parse_letter, ratio_metrics
 
 NAME = "qa"
 PARTS = ("format", "accuracy")
@@ -41,9 +41,10 @@ def sample_metrics(text: str, solution: dict) -> dict[str, Any]:
     return {"correct": float(pred == gold_letter(solution["answer"])), "parsed": pred is not None}
 
 
+def terms(rows: list[dict]) -> Terms:
+    return {"accuracy": ([float(r["correct"]) for r in rows], None),
+            "parse_rate": ([float(r["parsed"]) for r in rows], None)}
+
+
 def aggregate(rows: list[dict]) -> dict[str, float]:
-    return {
-        "count": len(rows),
-        "accuracy": mean([float(r["correct"]) for r in rows]),
-        "parse_rate": mean([float(r["parsed"]) for r in rows]),
-    }
+    return ratio_metrics(terms(rows), len(rows))

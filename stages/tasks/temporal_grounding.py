@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .common import NUM, extract_block, format_tags, interval_iou, layout, mean
+from .common import NUM, Terms, extract_block, format_tags, interval_iou, layout, ratio_metrics
 
 NAME = "tg"
 PARTS = ("format", "iou")
@@ -64,10 +64,14 @@ def sample_metrics(text: str, solution: dict) -> dict[str, Any]:
     return {"iou": interval_iou(pred, _gold(solution)) if pred is not None else 0.0, "parsed": pred is not None}
 
 
-def aggregate(rows: list[dict]) -> dict[str, float]:
-    """mIoU over queries (unparsable = 0) and R@m = fraction of queries with IoU >= m."""
+def terms(rows: list[dict]) -> Terms:
+    """mIoU over queries (unparsable = 0) and R@m = fraction of queries with IoU >= m (see common.ratio_metrics)."""
     ious = [float(r["iou"]) for r in rows]
-    out = {"count": len(rows), "mIoU": mean(ious), "parse_rate": mean([float(r["parsed"]) for r in rows])}
+    out: Terms = {"mIoU": (ious, None), "parse_rate": ([float(r["parsed"]) for r in rows], None)}
     for m in THRESHOLDS:
-        out[f"R@{m}"] = mean([float(iou >= m) for iou in ious])
+        out[f"R@{m}"] = ([float(iou >= m) for iou in ious], None)
     return out
+
+
+def aggregate(rows: list[dict]) -> dict[str, float]:
+    return ratio_metrics(terms(rows), len(rows))

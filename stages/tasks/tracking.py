@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .common import box_iou, extract_block, format_tags, layout, mean, parse_tuples
+from .common import Terms, box_iou, extract_block, format_tags, layout, mean, parse_tuples, ratio_metrics
 
 NAME = "tracking"
 PARTS = ("format", "iou")
@@ -74,12 +74,16 @@ def sample_metrics(text: str, solution: dict) -> dict[str, Any]:
     return {"miou": mean(ious), "ious": ious, "parsed": pred is not None and len(pred) == len(gold)}
 
 
-def aggregate(rows: list[dict]) -> dict[str, float]:
+def terms(rows: list[dict]) -> Terms:
     """AO = mean over sequences of the per-sequence mean IoU; SR@t = fraction of all annotated frames with
-    IoU > t (strictly greater, as the GOT-10k toolkit counts success)."""
-    frames = [float(iou) for r in rows for iou in r["ious"]]
-    out = {"count": len(rows), "AO": mean([float(r["miou"]) for r in rows])}
+    IoU > t (strictly greater, as the GOT-10k toolkit counts success): per sequence its successes over its frames."""
+    frames = [[float(iou) for iou in r["ious"]] for r in rows]
+    out: Terms = {"AO": ([float(r["miou"]) for r in rows], None)}
     for t in SUCCESS_THRESHOLDS:
-        out[f"SR@{t}"] = mean([float(iou > t) for iou in frames])
-    out["parse_rate"] = mean([float(r["parsed"]) for r in rows])
+        out[f"SR@{t}"] = ([float(sum(iou > t for iou in f)) for f in frames], [float(len(f)) for f in frames])
+    out["parse_rate"] = ([float(r["parsed"]) for r in rows], None)
     return out
+
+
+def aggregate(rows: list[dict]) -> dict[str, float]:
+    return ratio_metrics(terms(rows), len(rows))
