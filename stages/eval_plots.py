@@ -1,5 +1,6 @@
-"""Evaluation plots (PNG, matplotlib without a display): per-task IoU histograms, candidate vs base bars, and
-the training run's reward curves. Declared as DVC plots of the evaluate stage and logged to the MLflow run."""
+"""Evaluation plots (PNG, matplotlib without a display): per-task IoU histograms, candidate vs base bars with
+the difference's bootstrap interval, and the training run's reward curves. Declared as DVC plots of the evaluate
+stage and logged to the MLflow run."""
 from __future__ import annotations
 
 import os
@@ -52,18 +53,35 @@ def iou_histograms(candidate: list[dict], baseline: list[dict], path: str | os.P
     _save(fig, path)
 
 
-def comparison_bars(candidate: dict, baseline: dict, path: str | os.PathLike) -> None:
+def comparison_bars(candidate: dict, baseline: dict, path: str | os.PathLike, intervals: dict | None = None) -> None:
+    """Headline metric per task: base and candidate bars, and beside them candidate - base with its bootstrap
+    interval as error bars (an interval that crosses 0 is a difference noise alone could make)."""
     plt = _pyplot()
+    intervals = intervals or {}
     tasks = [t for t in HEADLINE if t in candidate]
     labels = [f"{t}\n{HEADLINE[t]}" for t in tasks]
-    xs = range(len(tasks))
-    fig, ax = plt.subplots(figsize=(1.8 * max(len(tasks), 2), 3))
+    xs = list(range(len(tasks)))
+    width = 1.8 * max(len(tasks), 2)
+    fig, (ax, dax) = plt.subplots(1, 2, figsize=(2 * width, 3))
     ax.bar([x - 0.2 for x in xs], [baseline.get(t, {}).get(HEADLINE[t], 0.0) for t in tasks], 0.4, label="base")
     ax.bar([x + 0.2 for x in xs], [candidate[t].get(HEADLINE[t], 0.0) for t in tasks], 0.4, label="candidate")
-    ax.set_xticks(list(xs), labels)
+    ax.set_xticks(xs, labels)
     ax.set_ylim(0, 1)
     ax.set_title("candidate vs base")
     ax.legend()
+    ivs = [intervals.get(t, {}).get(HEADLINE[t]) for t in tasks]
+    shown = [(x, iv) for x, iv in zip(xs, ivs) if iv]
+    if shown:
+        d = [iv["delta"] for _, iv in shown]
+        err = [[iv["delta"] - iv["lo"] for _, iv in shown], [iv["hi"] - iv["delta"] for _, iv in shown]]
+        colors = ["tab:green" if iv["lo"] > 0 else "tab:red" if iv["hi"] < 0 else "tab:gray" for _, iv in shown]
+        dax.bar([x for x, _ in shown], d, 0.5, yerr=err, capsize=4, color=colors)
+        dax.set_title(f"candidate - base, {shown[0][1]['level']:.0%} bootstrap interval")
+    else:
+        dax.text(0.5, 0.5, "no intervals", ha="center", va="center", transform=dax.transAxes)
+        dax.set_title("candidate - base")
+    dax.axhline(0, color="black", linewidth=0.8)
+    dax.set_xticks(xs, labels)
     _save(fig, path)
 
 
@@ -94,10 +112,10 @@ def reward_curves(history: dict[str, list[tuple[int, float]]], path: str | os.Pa
 
 
 def write_all(out_dir: str | os.PathLike, cand_records: list[dict], base_records: list[dict],
-              cand_metrics: dict, base_metrics: dict, history: dict) -> list[Path]:
+              cand_metrics: dict, base_metrics: dict, history: dict, intervals: dict | None = None) -> list[Path]:
     out = Path(out_dir)
     paths = [out / "iou_hist.png", out / "candidate_vs_baseline.png", out / "reward_curves.png"]
     iou_histograms(cand_records, base_records, paths[0])
-    comparison_bars(cand_metrics, base_metrics, paths[1])
+    comparison_bars(cand_metrics, base_metrics, paths[1], intervals)
     reward_curves(history, paths[2])
     return paths

@@ -1,10 +1,13 @@
 """Stage evaluate: pinned greedy decoding of the candidate (trained) and the base model on the held-out samples of
-every task; per-task metrics for both and the difference; a general-ability regression check (multiple-choice QA);
-per-sample predictions; plots.
+every task; per-task metrics for both and the difference with its paired bootstrap interval (stages/bootstrap.py);
+a general-ability regression check (multiple-choice QA) decided on that interval; the blind line (the best answer
+that ignores the video, fit on the training samples); per-sample predictions; plots.
 
 The base model's completions are cached outside the DVC outs (stages/eval_cache.py): evaluating a new candidate
-on the same inputs does not run the base again. Writes metrics/eval.json, metrics/predictions.jsonl,
-metrics/plots/*.png, and logs eval/<model>/<task>/<metric>, the predictions and the plots to the training run.
+on the same inputs does not run the base again. Writes metrics/eval.json, metrics/eval_samples.json (per-sample
+metric rows of both models, for the promotion gate to pair with another evaluation), metrics/predictions.jsonl,
+metrics/plots/*.png, and logs eval/<model>/<task>/<metric>, eval/delta{,_lo,_hi}/<task>/<metric>, the files and
+the plots to the training run.
 """
 from __future__ import annotations
 
@@ -13,11 +16,15 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from stages import eval_cache, eval_plots
+from stages import bootstrap, eval_cache, eval_plots
 from stages import tasks as task_registry
+from stages.eval_plots import HEADLINE
 from stages.io import read_json, read_jsonl, write_json, write_jsonl
 from stages.params import EvaluateParams, MlflowParams, load_params
 from stages.tracking import TrackingUnavailable
+
+
+EVAL_SAMPLES = "eval_samples.json"
 
 
 def select(rows: list[dict], cap: int | None) -> list[dict]:
@@ -50,16 +57,89 @@ def delta(candidate: dict, baseline: dict) -> dict:
     }
 
 
-def general_check(candidate: dict, baseline: dict, p: EvaluateParams) -> dict:
-    """Did the candidate keep its general ability (e.g. multiple-choice QA accuracy) within the tolerance?"""
+def sample_table(cand_records: list[dict], base_records: list[dict], inputs_fp: str) -> dict:
+    """eval_samples.json: per task, per sample id, the metric rows of both models (stages.tasks.sample_metrics)."""
+    tasks: dict[str, dict] = defaultdict(dict)
+    for c, b in zip(cand_records, base_records, strict=True):
+        tasks[c["task"]][c["id"]] = {"candidate": c["metrics"], "baseline": b["metrics"]}
+    return {"inputs_sha256": inputs_fp, "tasks": dict(sorted(tasks.items()))}
+
+
+def intervals(samples: dict, p) -> dict:
+    """{task: {metric: paired bootstrap interval of candidate - base}} from an eval_samples table."""
+    out = {}
+    for task, by_id in samples["tasks"].items():
+        rows = list(by_id.values())
+        out[task] = bootstrap.paired_interval(
+            task, [r["candidate"] for r in rows], [r["baseline"] for r in rows],
+            level=p.interval_level, resamples=p.bootstrap_resamples, seed=p.bootstrap_seed)
+    return out
+
+
+def general_check(candidate: dict, baseline: dict, p: EvaluateParams, ivs: dict) -> dict:
+    """Did the candidate keep its general ability (e.g. multiple-choice QA accuracy)? Kept when a drop larger than
+    the tolerance is excluded at the interval's level: lower bound of candidate - base >= -tolerance."""
     out = {"task": p.general_task, "metric": p.general_metric, "tolerance": p.general_tolerance}
     cand = candidate.get(p.general_task, {}).get(p.general_metric)
     base = baseline.get(p.general_task, {}).get(p.general_metric)
-    if cand is None or base is None:
+    iv = ivs.get(p.general_task, {}).get(p.general_metric)
+    if cand is None or base is None or iv is None:
         return {**out, "kept": None, "reason": f"no {p.general_task} samples evaluated"}
-    drop = base - cand
-    return {**out, "candidate": cand, "baseline": base, "delta": round(cand - base, 6),
-            "kept": drop <= p.general_tolerance + 1e-12}
+    return {**out, "candidate": cand, "baseline": base, "delta": round(cand - base, 6), "lo": iv["lo"],
+            "hi": iv["hi"], "level": iv["level"], "kept": iv["lo"] >= -p.general_tolerance}
+
+
+def blind_line(train_samples: str | None, rows: list[dict], think: bool) -> dict | None:
+    """The best blind answer fit on the training samples (each once), scored on the held-out ones."""
+    if not train_samples or not Path(train_samples).exists():
+        return None
+    from stages.blind import blind_reference
+
+    unique = list({(r["task"], r["id"]): r for r in read_jsonl(train_samples)}.values())
+    return {"fit_on": str(train_samples), "train_samples": len(unique),
+            "metrics": blind_reference(unique, rows, think)}
+
+
+def verdict(iv: dict | None) -> str:
+    """What an interval of candidate - base says: a gain beyond noise, a loss beyond noise, or neither."""
+    if iv is None:
+        return "not judged (no interval)"
+    return "learned" if iv["lo"] > 0 else ("WORSE" if iv["hi"] < 0 else "no significant change")
+
+
+def _diff(iv: dict) -> str:
+    return f"{iv['delta']:+.3f} [{iv['lo']:+.3f}, {iv['hi']:+.3f}]"
+
+
+def _num(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def report(result: dict) -> list[str]:
+    """Per task: base, candidate, difference with its interval, parse rates, the blind line, and a verdict on the
+    headline metric; last, whether anything was learned at all. Printed by evaluate and `videorft summary`."""
+    cand, base = result["candidate"]["metrics"], result["baseline"]["metrics"]
+    ivs, blind = result.get("intervals") or {}, (result.get("blind") or {}).get("metrics") or {}
+    level = (result.get("interval") or {}).get("level")
+    lines, learned = [], []
+    for task in [t for t in HEADLINE if t in cand] + [t for t in cand if t not in HEADLINE]:
+        metric = HEADLINE.get(task) or next(k for k in cand[task] if k != "count")
+        iv = ivs.get(task, {}).get(metric)
+        c, b, bl = cand[task].get(metric), base.get(task, {}).get(metric), blind.get(task, {}).get(metric)
+        lines.append(f"{task} {metric}: base {_num(b)} | candidate {_num(c)} | difference "
+                     f"{_diff(iv) if iv else 'n/a (no interval)'} | parse rate "
+                     f"{_num(base.get(task, {}).get('parse_rate'))} -> {_num(cand[task].get('parse_rate'))} | "
+                     f"blind line {_num(bl)}")
+        v = verdict(iv)
+        if v == "learned":
+            learned.append(f"{task} {metric}")
+            if bl is not None and c <= bl:
+                v += ", but not above the blind line"
+        lines.append(f"  {task} {metric}: {v}" + (f" ({_diff(iv)})" if iv else ""))
+    at = f"{level:.0%} interval" if level else "no intervals"
+    lines.append(f"Learned beyond noise ({at}): {', '.join(learned)}" if learned else
+                 f"Nothing was learned: no task's headline metric improved beyond noise ({at})")
+    return lines
 
 
 def cache_dir(p: EvaluateParams) -> Path | None:
@@ -108,7 +188,7 @@ def baseline_outputs(name_or_path: str, rows: list[dict], p: EvaluateParams,
 
 
 def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlflow_p: MlflowParams,
-        train_summary: str | None = None, think: bool = True) -> dict:
+        train_summary: str | None = None, think: bool = True, train_samples: str | None = None) -> dict:
     rows = select(read_jsonl(samples_path), p.max_samples_per_task)
     if not rows:
         raise ValueError(f"{samples_path}: no evaluation samples")
@@ -121,24 +201,31 @@ def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlf
     base_out, cache_info = baseline_outputs(baseline, rows, p, hasher, inputs_fp)
     hasher.save()
     base_metrics, base_records = score_outputs(rows, base_out, think)
+    samples = sample_table(cand_records, base_records, inputs_fp)
+    ivs = intervals(samples, p)
     result = {
         "candidate": {"model": candidate, "model_sha256": candidate_fp, "metrics": cand_metrics},
         "baseline": {"model": baseline, "metrics": base_metrics, **cache_info},
         "delta": delta(cand_metrics, base_metrics),
-        "general": general_check(cand_metrics, base_metrics, p),
+        "intervals": ivs,
+        "interval": {"method": "paired bootstrap, percentile", "level": p.interval_level,
+                     "resamples": p.bootstrap_resamples, "seed": p.bootstrap_seed},
+        "general": general_check(cand_metrics, base_metrics, p, ivs),
+        "blind": blind_line(train_samples, rows, think),
         "samples": len(rows),
         "samples_per_task": dict(sorted(Counter(r["task"] for r in rows).items())),
         "inputs_sha256": inputs_fp,
     }
     out = Path(p.out_dir)
     write_json(out / "eval.json", result)
+    write_json(out / EVAL_SAMPLES, samples)
     write_jsonl(out / "predictions.jsonl", [{"model": "candidate", **r} for r in cand_records]
                 + [{"model": "baseline", **r} for r in base_records])
 
     history = eval_plots.reward_history(client, run_id) if client else {}
-    plots = eval_plots.write_all(out / "plots", cand_records, base_records, cand_metrics, base_metrics, history)
+    plots = eval_plots.write_all(out / "plots", cand_records, base_records, cand_metrics, base_metrics, history, ivs)
     if client:
-        _log(client, run_id, cand_metrics, base_metrics, [out / "eval.json", out / "predictions.jsonl"], plots)
+        _log(client, run_id, result, [out / "eval.json", out / EVAL_SAMPLES, out / "predictions.jsonl"], plots)
     return result
 
 
@@ -152,14 +239,18 @@ def _connect(mlflow_p: MlflowParams):
     return MlflowClient(uri)
 
 
-def _log(client, run_id: str, cand_metrics: dict, base_metrics: dict, files: list[Path], plots: list[Path]) -> None:
-    """Metrics, predictions and plots go into the training run, next to its reward curves."""
+def _log(client, run_id: str, result: dict, files: list[Path], plots: list[Path]) -> None:
+    """Metrics, intervals, predictions and plots go into the training run, next to its reward curves."""
     from mlflow.entities import Metric
 
     from stages.tracking import finite_metrics
 
-    flat = {f"eval/{who}/{t}/{k}": v for who, m in (("candidate", cand_metrics), ("baseline", base_metrics))
-            for t, mt in m.items() for k, v in mt.items()}
+    tables = [(who, result[who]["metrics"]) for who in ("candidate", "baseline")]
+    tables += [(f"delta{end}", {t: {k: iv[key] for k, iv in m.items()} for t, m in result["intervals"].items()})
+               for end, key in (("", "delta"), ("_lo", "lo"), ("_hi", "hi"))]
+    if result.get("blind"):
+        tables.append(("blind", result["blind"]["metrics"]))
+    flat = {f"eval/{who}/{t}/{k}": v for who, m in tables for t, mt in m.items() for k, v in mt.items()}
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in finite_metrics(flat).items()])
     for f in files:
@@ -176,11 +267,16 @@ def main() -> None:
 
         res = run(params.evaluate, params.train.out_dir, start_model(params),
                   os.path.join(params.build_samples.out_dir, "eval.jsonl"), params.mlflow,
-                  os.path.join(params.train.out_dir, "train_summary.json"), params.build_samples.think)
+                  os.path.join(params.train.out_dir, "train_summary.json"), params.build_samples.think,
+                  os.path.join(params.build_samples.out_dir, "train.jsonl"))
     except TrackingUnavailable as e:
         raise SystemExit(f"evaluate: {e}") from None
     for t, m in res["candidate"]["metrics"].items():
         print(f"evaluate: {t}: candidate {m} | baseline {res['baseline']['metrics'][t]}")
+        print(f"evaluate: {t}: candidate - base [{res['interval']['level']:.0%} interval]: "
+              + ", ".join(f"{k} {_diff(iv)}" for k, iv in res["intervals"][t].items()))
+    for line in report(res):
+        print(f"evaluate: {line}")
     g = res["general"]
     print(f"evaluate: base model results {'from cache' if res['baseline']['cached'] else 'computed'} "
           f"({res['baseline']['cache']}); general ability {g['task']}.{g['metric']}: kept={g['kept']}")

@@ -13,14 +13,25 @@ def _kept(kept: bool | None) -> str:
     return "not checked" if kept is None else ("kept" if kept else "NOT kept")
 
 
+def _interval(iv: dict | None) -> str:
+    return f"{iv['delta']:+.4f} [{iv['lo']:+.4f}, {iv['hi']:+.4f}]" if iv else "n/a"
+
+
 def metrics_table(eval_result: dict) -> list[str]:
     cand, base = eval_result["candidate"]["metrics"], eval_result["baseline"]["metrics"]
-    lines = ["| task | metric | candidate | base model | difference |", "|---|---|---|---|---|"]
+    ivs = eval_result.get("intervals") or {}
+    lines = ["| task | metric | candidate | base model | difference | difference [lo, hi] |", "|---" * 6 + "|"]
     for task, metrics in cand.items():
         for k in [k for k in HEADLINE if k in metrics] + [k for k in metrics if k not in HEADLINE and k != "count"]:
             b = base.get(task, {}).get(k)
             diff = _fmt(metrics[k] - b) if isinstance(b, (int, float)) else "n/a"
-            lines.append(f"| {task} | {k} | {_fmt(metrics[k])} | {_fmt(b) if b is not None else 'n/a'} | {diff} |")
+            lines.append(f"| {task} | {k} | {_fmt(metrics[k])} | {_fmt(b) if b is not None else 'n/a'} | {diff} | "
+                         f"{_interval(ivs.get(task, {}).get(k))} |")
+    how = eval_result.get("interval")
+    if how:
+        lines += ["", f"Intervals: {how['level']:.0%} percentile intervals of candidate - base from a paired "
+                      f"bootstrap over the same held-out samples ({how['resamples']} resamples, seed {how['seed']}). "
+                      "A difference whose interval contains 0 is one that noise alone could make."]
     return lines
 
 
@@ -52,8 +63,9 @@ def render(model_name: str, summary: dict, eval_result: dict, lineage: dict[str,
     lines += [f"| {k} | {v} |" for k, v in sorted(train_params.items())]
     lines += ["", "## Evaluation (greedy decoding, held-out samples)", ""] + metrics_table(eval_result)
     if general:
+        bounds = f" (interval [{general['lo']:+.4f}, {general['hi']:+.4f}])" if "lo" in general else ""
         lines += ["", f"General ability ({general.get('task')}.{general.get('metric')}): candidate "
-                      f"{_fmt(general.get('candidate'))} vs base {_fmt(general.get('baseline'))}, tolerance "
+                      f"{_fmt(general.get('candidate'))} vs base {_fmt(general.get('baseline'))}{bounds}, tolerance "
                       f"{general.get('tolerance')}: {_kept(general.get('kept'))}."]
     lines += ["", "## Prompt templates", ""] + [f"- `prompts/{f}`" for f in prompt_files]
     lines += ["", "## Lineage", "", "| tag | value |", "|---|---|"]

@@ -274,8 +274,19 @@ class TrainParams(Section):
     seed: int = Field(0, description="Data order and sampling seed. TRL default 42.")
 
 
-class EvaluateParams(Section):
-    """Greedy decoding on held-out samples; per-task metrics for candidate and base; plots."""
+class IntervalParams(Section):
+    """Bootstrap confidence intervals of candidate minus reference (stages/bootstrap.py, docs/registry.md)."""
+
+    interval_level: float = Field(
+        0.95, gt=0.0, lt=1.0, description="Confidence level of the percentile interval of each metric difference.")
+    bootstrap_resamples: int = Field(
+        2000, ge=100, description="Bootstrap resamples per task (fewer than ~1000 make the interval's ends noisy).")
+    bootstrap_seed: int = Field(0, description="Seed of the resampling: the same inputs give the same interval.")
+
+
+class EvaluateParams(IntervalParams):
+    """Greedy decoding on held-out samples; per-task metrics for candidate and base with a paired bootstrap
+    interval of their difference; plots."""
 
     max_new_tokens: int = Field(1024, description="Max tokens generated per sample.")
     max_samples_per_task: int | None = Field(None, description="Cap for quick runs (None = all).")
@@ -290,7 +301,9 @@ class EvaluateParams(Section):
     general_task: str = Field("qa", description="General-ability regression check: task (multiple-choice QA).")
     general_metric: str = Field("accuracy", description="General-ability regression check: metric of that task.")
     general_tolerance: float = Field(
-        0.02, description="Largest drop of the general metric vs the base model reported as 'kept'.")
+        0.02, ge=0.0, description="General ability is 'kept' when a drop larger than this is excluded at "
+        "interval_level (lower bound of candidate - base >= -tolerance). Keep it above the interval's half-width "
+        "for the number of general samples, or a model that changes nothing but its noise can never keep it.")
 
 
 class RegisterParams(Section):

@@ -1,6 +1,7 @@
 """The evaluate stage on the tiny offline model: candidate and base on every task, the base model's
-generations cached per (model content, inputs, decoding, code), the QA regression check, predictions, plots,
-and everything logged into the training run."""
+generations cached per (model content, inputs, decoding, code), the intervals of candidate - base, the QA
+regression check, the blind line, predictions, per-sample rows, plots, and everything logged into the training
+run."""
 import json
 import shutil
 
@@ -9,7 +10,7 @@ import pytest
 
 from stages import eval_cache, evaluate
 from stages import tasks as task_registry
-from stages.io import read_jsonl, write_jsonl
+from stages.io import read_json, read_jsonl, write_jsonl
 from stages.params import EvaluateParams, MlflowParams
 
 PROBLEMS = {
@@ -55,6 +56,19 @@ def test_base_generations_are_cached_and_equal_a_fresh_run(tiny_model_dir, sampl
     assert all(v == 0 for t in second["delta"].values() for v in t.values())
     g = second["general"]
     assert (g["task"], g["metric"], g["delta"], g["kept"]) == ("qa", "accuracy", 0.0, True)
+    # same weights, same answers: every interval is [0, 0] and nothing was learned
+    assert set(second["intervals"]) == set(PROBLEMS)
+    assert all((iv["delta"], iv["lo"], iv["hi"], iv["n"]) == (0.0, 0.0, 0.0, 1)
+               for t in second["intervals"].values() for iv in t.values())
+    assert (g["lo"], g["hi"]) == (0.0, 0.0) and second["interval"]["level"] == p.interval_level
+    lines = evaluate.report(second)
+    assert "  tg mIoU: no significant change (+0.000 [+0.000, +0.000])" in lines
+    assert lines[-1] == "Nothing was learned: no task's headline metric improved beyond noise (95% interval)"
+    table = read_json(tmp_path / "metrics" / "eval_samples.json")
+    assert table["inputs_sha256"] == second["inputs_sha256"] and list(table["tasks"]) == sorted(PROBLEMS)
+    assert table["tasks"]["tg"]["tg-0"]["candidate"] == table["tasks"]["tg"]["tg-0"]["baseline"]
+    assert set(table["tasks"]["tracking"]["tracking-2"]["candidate"]) == {"miou", "ious", "parsed"}
+    assert second["blind"] is None  # no training samples given
     for name in ("iou_hist.png", "candidate_vs_baseline.png", "reward_curves.png"):
         assert (tmp_path / "metrics" / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -116,13 +130,18 @@ def test_metrics_predictions_and_plots_go_into_the_training_run(tiny_model_dir, 
     summary = tmp_path / "train_summary.json"
     summary.write_text(json.dumps({"mlflow_run_id": run.info.run_id}))
 
-    evaluate.run(params(tmp_path), tiny_model_dir, tiny_model_dir, str(samples), MlflowParams(tracking_uri=uri),
-                 str(summary))
+    res = evaluate.run(params(tmp_path), tiny_model_dir, tiny_model_dir, str(samples),
+                       MlflowParams(tracking_uri=uri), str(summary), train_samples=str(samples))
     got = client.get_run(run.info.run_id)
     assert "eval/candidate/tg/mIoU" in got.data.metrics and "eval/baseline/qa/accuracy" in got.data.metrics
     assert "eval/candidate/gqa/Acc_GQA" in got.data.metrics
+    assert {"eval/delta/tg/mIoU", "eval/delta_lo/tg/mIoU", "eval/delta_hi/qa/accuracy",
+            "eval/blind/tracking/AO"} <= set(got.data.metrics)
+    # the blind line, fit on the training samples (here the held-out ones): the static tracker is exact
+    assert res["blind"]["train_samples"] == len(PROBLEMS) and res["blind"]["metrics"]["tracking"]["AO"] == 1.0
+    assert res["blind"]["metrics"]["tg"]["mIoU"] == pytest.approx(3 / 3.2)  # [0.1, 0.5] x 8 s vs [1, 4]
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
-    assert {"eval/eval.json", "eval/predictions.jsonl", "eval/plots"} <= logged
+    assert {"eval/eval.json", "eval/eval_samples.json", "eval/predictions.jsonl", "eval/plots"} <= logged
     assert {a.path for a in client.list_artifacts(run.info.run_id, "eval/plots")} == {
         "eval/plots/iou_hist.png", "eval/plots/candidate_vs_baseline.png", "eval/plots/reward_curves.png"}
     from stages.eval_plots import reward_history
