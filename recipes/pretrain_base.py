@@ -1,0 +1,140 @@
+"""Pretrain the tiny base model that the demo and the micro-reproduction start from, as a user starts from
+Qwen2.5-VL-7B: a tiny Qwen2.5-VL that answers every task in the prompt's layout and perceives partially.
+
+    python recipes/pretrain_base.py                   # recipes/pretrain-base.yaml -> pretrained/tiny-qwen2_5_vl
+    python recipes/pretrain_base.py -S sft.epochs=10 --out /tmp/base    # a variant, elsewhere
+
+How: the project's own stages make synthetic videos with seed 1 (the demo and the micro-reproduction use seed 0,
+so none of their evaluation videos is seen here), a tiny model with random weights (stage tiny_model), then
+supervised training on gold answers of the four tasks (stage sft's encoding, loss and loop), stopped while
+perception is partial (docs/base-model.md says why and what it can do). Held-out pretraining samples are scored
+with the evaluate stage's code at the recipe's `eval_epochs`; the curve, the blind line, the CPU time and the
+weights' sha256 go to <out>/pretrain.json. Deterministic: same recipe, same torch thread count -> same bytes.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from recipes.apply import overrides  # noqa: E402
+from recipes.micro_repro import blind_reference, data_stages  # noqa: E402
+from stages.io import read_jsonl, write_json, write_text  # noqa: E402
+from stages.params import Params, load_params  # noqa: E402
+
+RECIPE = ROOT / "recipes/pretrain-base.yaml"
+HEADLINE = {"tg": "mIoU", "gqa": "evidence_mIoU", "tracking": "AO", "qa": "accuracy"}
+
+
+def settings(recipe: Path) -> dict:
+    tree = yaml.safe_load(recipe.read_text()) or {}
+    cfg = {"out_dir": "pretrained/tiny-qwen2_5_vl", "eval_epochs": [], "eval_per_task": 64, "threads": 2,
+           **(tree.get("pretrain") or {})}
+    return cfg
+
+
+def recipe_params(recipe: Path, extra: list[str]) -> Params:
+    return load_params(ROOT / "params.yaml", overrides(recipe, skip=("pretrain",)) + extra)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def pretrain(params: Params, cfg: dict, out: Path, log=print) -> dict:
+    """Train from the workspace's tiny model on the workspace's samples; returns the record for pretrain.json."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from stages import sft
+    from stages.evaluate import generate_outputs, score_outputs, select
+
+    torch.set_num_threads(int(cfg["threads"]))
+    torch.manual_seed(params.sft.seed)
+    think = params.build_samples.think
+    samples = Path(params.build_samples.out_dir)
+    processor = AutoProcessor.from_pretrained(params.tiny_model.out_dir)
+    model = AutoModelForImageTextToText.from_pretrained(params.tiny_model.out_dir, dtype=torch.float32)
+    train = sft.select_rows([r for r in read_jsonl(samples / "train.jsonl") if r["task"] in params.sft.tasks],
+                            params.sft.max_samples_per_task, params.sft.seed)
+    held_out = select(read_jsonl(samples / "eval.jsonl"), cfg["eval_per_task"])
+    record = {"examples": len(train), "held_out": len(held_out),
+              "blind_best": blind_reference(train, held_out, think), "curve": []}
+    examples = [sft.encode_example(processor, r, think) for r in train]
+    c0, t0 = time.process_time(), time.time()
+
+    def on_epoch(epoch: int, losses: list[float]) -> None:
+        line = {"epoch": epoch, "loss": round(sum(losses) / len(losses), 4),
+                "cpu_s": round(time.process_time() - c0, 1)}
+        if epoch in cfg["eval_epochs"] or epoch == params.sft.epochs:
+            ckpt = Path(f"checkpoints/epoch-{epoch}")
+            model.save_pretrained(ckpt, safe_serialization=True)
+            processor.save_pretrained(ckpt)
+            metrics = score_outputs(held_out, generate_outputs(str(ckpt), held_out, params.evaluate), think)[0]
+            line["held_out"] = metrics
+            record["curve"].append(line)
+            log("pretrain: " + json.dumps({**line, "held_out": {t: {k: metrics[t][k] for k in (HEADLINE[t],
+                                           "parse_rate")} for t in metrics}}))
+        else:
+            log("pretrain: " + json.dumps(line))
+
+    losses = sft.fit(model, processor, examples, params.sft.learning_rate, params.sft.epochs,
+                     params.sft.batch_size, random.Random(params.sft.seed), on_epoch)
+    record.update(steps=len(losses), first_loss=losses[0], last_loss=losses[-1],
+                  cpu_s=round(time.process_time() - c0, 1), wall_s=round(time.time() - t0, 1))
+    shutil.rmtree(out, ignore_errors=True)
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    return record
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", default=str(RECIPE))
+    ap.add_argument("--workdir", default=str(ROOT / "runs/pretrain-base"))
+    ap.add_argument("--out", help="where the model goes (default: the recipe's pretrain.out_dir, in the repository)")
+    ap.add_argument("--reuse-data", action="store_true", help="keep the workspace's data and tiny model")
+    ap.add_argument("-S", dest="set", action="append", default=[], help="section.key=value on top of the recipe")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    recipe = Path(args.recipe).resolve()
+    cfg = settings(recipe)
+    params = recipe_params(recipe, args.set)
+    out = Path(args.out).resolve() if args.out else (ROOT / cfg["out_dir"])
+    work = Path(args.workdir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    os.chdir(work)
+    write_text(Path("params.yaml"), yaml.safe_dump(params.model_dump(), sort_keys=False))
+    if not (args.reuse_data and Path(params.build_samples.out_dir, "train.jsonl").exists()):
+        data_stages(params)
+    record = pretrain(params, cfg, out)
+    record.update(recipe=str(recipe.relative_to(ROOT)) if recipe.is_relative_to(ROOT) else str(recipe),
+                  overrides=args.set, threads=cfg["threads"],
+                  weights_sha256=sha256(out / "model.safetensors"),
+                  params={k: params.model_dump()[k] for k in ("synthesize", "build_samples", "extract_frames",
+                                                              "tiny_model", "sft")})
+    write_json(out / "pretrain.json", record)
+    final = record["curve"][-1]["held_out"] if record["curve"] else {}
+    print("pretrain: final held-out " + json.dumps({t: final[t].get(m) for t, m in HEADLINE.items() if t in final})
+          + f"; blind {json.dumps({t: record['blind_best'][t].get(m) for t, m in HEADLINE.items()})}"
+          + f"; {record['cpu_s']:.0f} CPU s -> {out}")
+    return record
+
+
+if __name__ == "__main__":
+    main()
