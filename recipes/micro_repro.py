@@ -5,11 +5,13 @@ spatio-temporal perception, general QA is kept.
     python recipes/micro_repro.py -S train.learning_rate=2e-4 --sizes 0,16
 
 One workspace (runs/micro-repro) holds everything: params.yaml (params.yaml + the recipe), the synthetic data,
-the tiny model, the warm start (stage sft, on training samples GRPO never sees), one GRPO run per training-set
-size and their evaluations.
+one GRPO run per training-set size and GRPO seed, and their evaluations. GRPO starts from the shipped base model
+(pretrained/tiny-qwen2_5_vl, recipes/pretrain_base.py), as a user starts from Qwen2.5-VL-7B; with sft.enabled a
+supervised warm start (stage sft, on training samples GRPO never sees) is trained first and GRPO starts from it.
 Every step is the project's own stage code, called with the recipe's params. Sizes are samples PER TASK, nested
-(the N samples are the first N of the 2N), and size 0 is the warm start itself. Results: results.json,
-results.md (the table in the README), curve.png, all logged to one MLflow run (metrics with step = size).
+(the N samples are the first N of the 2N), and size 0 is the start model itself. Each size > 0 is trained once per
+GRPO seed (train.seed); the table gives the mean and the spread. Results: results.json, results.md (the table in
+the README), curve.png, all logged to one MLflow run (metrics with step = size).
 """
 from __future__ import annotations
 
@@ -36,12 +38,17 @@ COLUMNS = [("tg", "mIoU"), ("tg", "R@0.5"), ("gqa", "accuracy"), ("gqa", "eviden
            ("tracking", "AO"), ("tracking", "SR@0.5"), ("qa", "accuracy")]
 
 
-def curve_settings(recipe: Path, cli_sizes: str | None) -> dict:
+def curve_settings(recipe: Path, cli_sizes: str | None, cli_seeds: str | None = None) -> dict:
     """The recipe's own section (`micro_repro:`), which is not a params.yaml section."""
     tree = yaml.safe_load(recipe.read_text()) or {}
-    cfg = {"sizes": [0, 16, 32, 64], "epochs": 4.0, "eval_per_task": None, **(tree.get("micro_repro") or {})}
+    cfg = {"sizes": [0, 16, 32, 64], "epochs": 4.0, "eval_per_task": None, "seeds": [0],
+           **(tree.get("micro_repro") or {})}
     if cli_sizes:
         cfg["sizes"] = [int(s) for s in cli_sizes.split(",")]
+    if cli_seeds:
+        cfg["seeds"] = [int(s) for s in cli_seeds.split(",")]
+    if not cfg["seeds"] or len(set(cfg["seeds"])) != len(cfg["seeds"]):
+        raise ValueError(f"seeds must be distinct and at least one, got {cfg['seeds']}")
     if sorted(set(cfg["sizes"])) != cfg["sizes"] or cfg["sizes"][0] < 0:
         raise ValueError(f"sizes must be increasing and >= 0, got {cfg['sizes']}")
     return cfg
@@ -83,13 +90,15 @@ def evaluate_model(path: str, rows: list[dict], params: Params, out: Path) -> di
     return {"metrics": metrics, "eval_cpu_s": round(time.process_time() - t0, 1)}
 
 
-def train_size(n: int, rows: list[dict], params: Params, start: str, epochs: float) -> dict:
+def train_size(n: int, rows: list[dict], params: Params, start: str, epochs: float, seed: int | None = None) -> dict:
     from stages import train
 
     samples = Path(params.build_samples.out_dir) / f"train-{n}.jsonl"
     write_jsonl(samples, rows)
-    p = params.train.model_copy(update={"out_dir": f"models/grpo-{n}", "max_steps": -1, "num_train_epochs": epochs,
-                                        "checkpoint_dir": f".cache/checkpoints/grpo-{n}"})
+    seed = params.train.seed if seed is None else seed
+    p = params.train.model_copy(update={"out_dir": f"models/grpo-{n}-s{seed}", "max_steps": -1,
+                                        "num_train_epochs": epochs, "seed": seed,
+                                        "checkpoint_dir": f".cache/checkpoints/grpo-{n}-s{seed}"})
     model_p = params.model.model_copy(update={"name_or_path": start})
     t0, c0 = time.time(), time.process_time()
     summary = train.run(p, model_p, params.mlflow, str(samples), params.build_samples.think)
@@ -97,24 +106,46 @@ def train_size(n: int, rows: list[dict], params: Params, start: str, epochs: flo
             "train_cpu_s": round(time.process_time() - c0, 1), "mlflow_run_id": summary["mlflow_run_id"]}
 
 
+def seed_summary(runs: list[dict]) -> dict:
+    """Mean, sample standard deviation, min and max over the seeds' metrics, per task and metric."""
+    import statistics
+
+    out: dict[str, dict] = {"mean": {}, "sd": {}, "min": {}, "max": {}}
+    for task in runs[0]["metrics"]:
+        for k in runs[0]["metrics"][task]:
+            if k == "count":
+                continue
+            vals = [r["metrics"][task][k] for r in runs]
+            for what, v in (("mean", statistics.fmean(vals)), ("sd", statistics.stdev(vals) if len(vals) > 1 else 0.0),
+                            ("min", min(vals)), ("max", max(vals))):
+                out[what].setdefault(task, {})[k] = round(v, 6)
+    return out
+
+
 def table(results: dict) -> str:
-    head = "| GRPO samples per task | steps | train CPU min | " + " | ".join(f"{t} {m}" for t, m in COLUMNS) + " |"
+    seeds = len(results.get("seeds", [0]))
+    head = ("| GRPO samples per task | steps | train CPU min | "
+            + " | ".join(f"{t} {m}" for t, m in COLUMNS) + " |")
     lines = [head, "|" + "---:|" * (3 + len(COLUMNS))]
 
-    def cells(metrics: dict) -> str:
-        return " | ".join(f"{metrics.get(t, {}).get(m, float('nan')):.3f}" for t, m in COLUMNS)
+    def cells(metrics: dict, sd: dict | None = None) -> str:
+        def one(t: str, m: str) -> str:
+            v = f"{metrics.get(t, {}).get(m, float('nan')):.3f}"
+            return f"{v} ± {sd[t][m]:.3f}" if sd and t in sd and m in sd[t] and seeds > 1 else v
+        return " | ".join(one(t, m) for t, m in COLUMNS)
 
     ref = results["reference"]
     lines.append(f"| reference: random well-formed answers, no video | - | - | {cells(ref)} |")
     lines.append(f"| reference: best blind answer, fit on the training set | - | - | {cells(results['blind_best'])} |")
     for row in results["sizes"]:
-        label = "0 (warm start)" if row["n"] == 0 else str(row["n"])
+        label = f"0 ({results.get('start_label', 'start model')})" if row["n"] == 0 else str(row["n"])
         cpu = f"{row['train_cpu_s'] / 60:.1f}" if row["n"] else "-"
-        lines.append(f"| {label} | {row.get('steps', 0)} | {cpu} | {cells(row['metrics'])} |")
+        lines.append(f"| {label} | {row.get('steps', 0)} | {cpu} | {cells(row['metrics'], row.get('sd'))} |")
     g = results["gain_at_largest"]
     lines.append("")
-    lines.append(f"GRPO on {results['sizes'][-1]['n']} samples per task vs the warm start: "
-                 + ", ".join(f"{k} {v:+.3f}" for k, v in g.items()))
+    lines.append(f"GRPO on {results['sizes'][-1]['n']} samples per task vs the start model"
+                 + (f" (mean of {seeds} GRPO seeds; ± = standard deviation across seeds)" if seeds > 1 else "")
+                 + ": " + ", ".join(f"{k} {v:+.3f}" for k, v in g.items()))
     return "\n".join(lines) + "\n"
 
 
@@ -125,8 +156,10 @@ def plot(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(HEADLINE), figsize=(4 * len(HEADLINE), 3.2))
     xs = [r["n"] for r in results["sizes"]]
     for ax, (task, metric) in zip(axes, HEADLINE.items(), strict=True):
-        ys = [r["metrics"].get(task, {}).get(metric, float("nan")) for r in results["sizes"]]
-        ax.plot(xs, ys, "o-", label="after GRPO (0 = warm start)")
+        def series(key: str) -> list[float]:
+            return [r.get(key, r["metrics"]).get(task, {}).get(metric, float("nan")) for r in results["sizes"]]
+        ax.plot(xs, series("metrics"), "o-", label="after GRPO, mean over seeds (0 = start model)")
+        ax.fill_between(xs, series("min"), series("max"), alpha=0.25, label="min-max over GRPO seeds")
         ref = results["reference"].get(task, {}).get(metric)
         if ref is not None:
             ax.axhline(ref, color="grey", linestyle="--", label="random answers, no video")
@@ -137,7 +170,7 @@ def plot(results: dict, path: Path) -> None:
         ax.set_xlabel("GRPO training samples per task")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="lower right")
+    axes[0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     _save(fig, path)
 
@@ -150,9 +183,11 @@ def log_mlflow(params: Params, results: dict, files: list[Path]) -> str:
     setup(params.mlflow)
     with mlflow.start_run(run_name="micro-repro") as run:
         mlflow.set_tags({"recipe": "micro-repro", "stage": "micro_repro"})
-        mlflow.log_params({"sizes": json.dumps([r["n"] for r in results["sizes"]]), "epochs": results["epochs"]})
+        mlflow.log_params({"sizes": json.dumps([r["n"] for r in results["sizes"]]), "epochs": results["epochs"],
+                           "seeds": json.dumps(results["seeds"]), "start_model": results["start_model"]})
         for row in results["sizes"]:
             flat = {f"curve/{t}/{k}": v for t, m in row["metrics"].items() for k, v in m.items() if k != "count"}
+            flat.update({f"curve_sd/{t}/{k}": v for t, m in (row.get("sd") or {}).items() for k, v in m.items()})
             mlflow.log_metrics(finite_metrics(flat), step=row["n"])
         for f in files:
             mlflow.log_artifact(str(f))
@@ -201,58 +236,84 @@ def warm_start(params: Params, pool: list[dict]) -> dict:
     return s
 
 
+def start_model(params: Params) -> str:
+    """Where GRPO starts: the recipe's model (the shipped base; a repository path is resolved against the
+    repository, since the recipe runs in its workspace), or the warm start when sft is on."""
+    if params.sft.enabled:
+        return params.sft.out_dir
+    path = Path(params.model.name_or_path)
+    return str(ROOT / path) if not path.is_absolute() and (ROOT / path).exists() else params.model.name_or_path
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default=str(ROOT / "recipes/micro-repro.yaml"))
     ap.add_argument("--workdir", default=str(ROOT / "runs/micro-repro"))
     ap.add_argument("--sizes", help="GRPO training samples per task, e.g. 0,16,32,64 (default: the recipe's)")
-    ap.add_argument("--reuse-data", action="store_true", help="keep the workspace's data, tiny model and warm start")
+    ap.add_argument("--seeds", help="GRPO seeds per size, e.g. 0,1,2 (default: the recipe's)")
+    ap.add_argument("--reuse-data", action="store_true", help="keep the workspace's data (and warm start, if any)")
     ap.add_argument("-S", dest="set", action="append", default=[], help="section.key=value on top of the recipe")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     recipe = Path(args.recipe).resolve()
-    cfg = curve_settings(recipe, args.sizes)
+    cfg = curve_settings(recipe, args.sizes, args.seeds)
     params = recipe_params(recipe, args.set)
-    if not params.sft.enabled:
-        raise SystemExit("micro-repro: the recipe must enable the warm start (sft.enabled: true)")
+    start = start_model(params)
 
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     os.chdir(work)
     write_text(Path("params.yaml"), yaml.safe_dump(params.model_dump(), sort_keys=False))
-    reuse = args.reuse_data and Path(params.sft.out_dir, "model.safetensors").exists()
+    samples_dir = Path(params.build_samples.out_dir)
+    reuse = args.reuse_data and (samples_dir / "train.jsonl").exists() and (
+        not params.sft.enabled or Path(params.sft.out_dir, "model.safetensors").exists())
     if not reuse:
         data_stages(params)
 
     think, seed = params.build_samples.think, params.build_samples.seed
-    eval_rows = read_jsonl(Path(params.build_samples.out_dir) / "eval.jsonl")
+    eval_rows = read_jsonl(samples_dir / "eval.jsonl")
     if cfg["eval_per_task"]:
         from stages.evaluate import select
 
         eval_rows = select(eval_rows, cfg["eval_per_task"])
-    train_rows = read_jsonl(Path(params.build_samples.out_dir) / "train.jsonl")
+    train_rows = read_jsonl(samples_dir / "train.jsonl")
     subsets = nested_subsets(train_rows, cfg["sizes"], seed)
-    if not reuse:
+    if params.sft.enabled and not reuse:
         held = held_for_grpo(train_rows, cfg["sizes"][-1], curve_settings(recipe, None)["sizes"][-1], seed)
         ws = warm_start(params, warm_start_pool(train_rows, held))
         write_json(Path(params.sft.out_dir) / "sft.json", ws)
     results = {"recipe": str(recipe.relative_to(ROOT)) if recipe.is_relative_to(ROOT) else str(recipe),
-               "epochs": cfg["epochs"], "eval_samples": len(eval_rows),
+               "epochs": cfg["epochs"], "seeds": cfg["seeds"], "eval_samples": len(eval_rows),
+               "start_model": params.sft.out_dir if params.sft.enabled else params.model.name_or_path,
+               "start_label": "warm start" if params.sft.enabled else "shipped base",
                "reference": reference_metrics(eval_rows, think, seed),
                "blind_best": blind_reference(subsets[cfg["sizes"][-1]], eval_rows, think),
-               "warm_start": read_json(Path(params.sft.out_dir) / "sft.json"), "sizes": []}
+               "sizes": []}
+    if params.sft.enabled:
+        results["warm_start"] = read_json(Path(params.sft.out_dir) / "sft.json")
     out = Path("results")
     for n in cfg["sizes"]:
-        row = {"n": n}
-        if n == 0:
-            model = params.sft.out_dir
-        else:
-            row.update(train_size(n, subsets[n], params, params.sft.out_dir, cfg["epochs"]))
-            model = row["model"]
-        row.update(evaluate_model(model, eval_rows, params, out / f"predictions-{n}.jsonl"))
+        runs = []
+        for s in ([None] if n == 0 else cfg["seeds"]):
+            run = {"seed": s}
+            if n == 0:
+                model = start
+            else:
+                run.update(train_size(n, subsets[n], params, start, cfg["epochs"], s))
+                model = run["model"]
+            run.update(evaluate_model(model, eval_rows, params, out / f"predictions-{n}" /
+                                      ("start.jsonl" if n == 0 else f"seed-{s}.jsonl")))
+            runs.append(run)
+            print(f"micro-repro: n={n} seed={s} " + json.dumps({t: run["metrics"][t].get(m)
+                                                                for t, m in HEADLINE.items() if t in run["metrics"]}),
+                  flush=True)
+        summary = seed_summary(runs)
+        row = {"n": n, "runs": runs, "metrics": summary["mean"], "sd": summary["sd"], "min": summary["min"],
+               "max": summary["max"]}
+        if n:
+            row["steps"] = runs[0]["steps"]
+            row["train_cpu_s"] = round(sum(r["train_cpu_s"] for r in runs) / len(runs), 1)
         results["sizes"].append(row)
-        print(f"micro-repro: n={n} " + json.dumps({t: row["metrics"][t].get(m) for t, m in HEADLINE.items()
-                                                    if t in row["metrics"]}), flush=True)
         write_json(out / "results.json", results)
     first, last = results["sizes"][0]["metrics"], results["sizes"][-1]["metrics"]
     results["gain_at_largest"] = {f"{t}.{m}": round(last[t][m] - first[t][m], 4)

@@ -29,12 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recipes.apply import overrides  # noqa: E402
-from recipes.micro_repro import blind_reference, data_stages  # noqa: E402
+from recipes.micro_repro import data_stages  # noqa: E402
+from stages.blind import blind_reference  # noqa: E402
+from stages.eval_plots import HEADLINE  # noqa: E402
 from stages.io import read_jsonl, write_json, write_text  # noqa: E402
 from stages.params import Params, load_params  # noqa: E402
 
 RECIPE = ROOT / "recipes/pretrain-base.yaml"
-HEADLINE = {"tg": "mIoU", "gqa": "evidence_mIoU", "tracking": "AO", "qa": "accuracy"}
 
 
 def settings(recipe: Path) -> dict:

@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from recipes.micro_repro import (  # noqa: E402
-    blind_reference, curve_settings, held_for_grpo, nested_subsets, recipe_params, warm_start_pool,
+    blind_reference, curve_settings, held_for_grpo, nested_subsets, recipe_params, seed_summary, start_model,
+    warm_start_pool,
 )
 
 RECIPE = ROOT / "recipes/micro-repro.yaml"
@@ -20,15 +21,29 @@ def rows_of(task: str, n: int, **extra) -> list[dict]:
     return [{"id": f"{task}{i}", "task": task, **extra} for i in range(n)]
 
 
-def test_recipe_is_valid_params_and_enables_the_warm_start():
+def test_recipe_is_valid_params_and_starts_from_the_shipped_base():
     params = recipe_params(RECIPE, [])
-    assert params.sft.enabled and params.sft.targets == "gold"
+    assert not params.sft.enabled
+    assert start_model(params) == str(ROOT / "pretrained/tiny-qwen2_5_vl")
+    assert start_model(recipe_params(RECIPE, ["sft.enabled=true"])) == params.sft.out_dir
     assert params.train.num_generations == 8 and params.build_samples.think is False
     cfg = curve_settings(RECIPE, None)
     assert cfg["sizes"][0] == 0 and cfg["sizes"] == sorted(cfg["sizes"])
+    assert len(cfg["seeds"]) == 3
     assert curve_settings(RECIPE, "0,4")["sizes"] == [0, 4]
+    assert curve_settings(RECIPE, None, "5")["seeds"] == [5]
     with pytest.raises(ValueError):
         curve_settings(RECIPE, "8,4")
+    with pytest.raises(ValueError):
+        curve_settings(RECIPE, None, "1,1")
+
+
+def test_seed_summary_gives_mean_spread_and_range():
+    runs = [{"metrics": {"tg": {"mIoU": v, "count": 4}}} for v in (0.2, 0.4, 0.6)]
+    s = seed_summary(runs)
+    assert s["mean"]["tg"]["mIoU"] == pytest.approx(0.4) and s["sd"]["tg"]["mIoU"] == pytest.approx(0.2)
+    assert (s["min"]["tg"]["mIoU"], s["max"]["tg"]["mIoU"]) == (0.2, 0.6) and "count" not in s["mean"]["tg"]
+    assert seed_summary(runs[:1])["sd"]["tg"]["mIoU"] == 0.0
 
 
 def test_sizes_are_nested_per_task_and_reproducible():
