@@ -316,24 +316,26 @@ class RegisterParams(Section):
         ["data/samples", "data/frames"], description="DVC outs whose hashes (from dvc.lock) tag the version.")
 
 
-class PromoteParams(Section):
+class PromoteParams(IntervalParams):
     """Gate for moving the `production` alias (videorft promote); decisions are tagged on the version.
 
-    A gate holds when every `improve` metric beats the reference by at least its threshold (candidate - reference
-    >= threshold) and every `keep` metric drops by at most its tolerance (reference - candidate <= tolerance).
-    Reference = the current production version's metrics; with no production version yet, the base model's
-    metrics measured in the same evaluation (the first model in production must beat what it was trained from).
+    The gate decides on bootstrap intervals of candidate - reference (interval_level, bootstrap_resamples,
+    bootstrap_seed): every `improve` metric's lower bound is strictly above its threshold (the gain is
+    significant), and every `keep` metric's lower bound is >= -tolerance (a larger drop is excluded). The candidate
+    is judged against the base model of its own evaluation (paired on the same samples) and, when a version holds
+    `to_alias`, against it too (paired when both evaluations saw the same inputs, else unpaired); both must hold.
     """
 
     from_alias: str = Field("staging", description="Version promoted when none is given.")
     to_alias: str = Field("production", description="Alias the gate guards.")
     improve: dict[str, float] = Field(
-        default_factory=lambda: {"tg.mIoU": 0.01, "gqa.evidence_mIoU": 0.01, "gqa.accuracy": 0.0,
-                                 "tracking.AO": 0.01},
-        description="'<task>.<metric>': minimum improvement over the reference (spatio-temporal metrics).")
+        default_factory=lambda: {"tg.mIoU": 0.0, "gqa.evidence_mIoU": 0.0, "tracking.AO": 0.0},
+        description="'<task>.<metric>': the interval's lower bound of candidate - reference must exceed this "
+                    "(0: an improvement significant at interval_level).")
     keep: dict[str, float] = Field(
         default_factory=lambda: {"qa.accuracy": 0.02},
-        description="'<task>.<metric>': largest allowed drop vs the reference (general ability).")
+        description="'<task>.<metric>': a drop larger than this must be excluded at interval_level (lower bound of "
+                    "candidate - reference >= -tolerance; general ability).")
     lock_timeout_s: float = Field(60.0, description="How long promote/rollback waits for another one to finish.")
     lock_stale_s: float = Field(600.0, description="A promotion lock older than this is from a dead process.")
 

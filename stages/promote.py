@@ -2,10 +2,13 @@
 holds; `videorft rollback` moves it back to the version that was production before. Every decision is written on
 the version as tags, with the numbers behind it.
 
-The gate (a pure function of two metric tables and PromoteParams) compares the candidate with a reference:
-the current production version, or, when nothing is in production yet, the base model as measured in the
-candidate's own evaluation (tag `baseline_metrics`), so the first production model must beat what it was
-trained from by the same thresholds.
+The gate decides on bootstrap intervals of candidate - reference (stages/bootstrap.py), computed from the
+per-sample metric rows each registered version ships (`eval_samples.json`, written by evaluate): an `improve`
+metric passes when the interval's lower bound is above its threshold, a `keep` metric when a drop larger than its
+tolerance is excluded. The candidate is judged against the base model of its own evaluation (paired: the same
+samples) and, when a version holds `production`, against that version too (paired on the sample ids when both
+evaluations saw the same inputs, else unpaired); both must hold. A candidate identical to its reference has the
+interval [0, 0] and is refused: no gain is no improvement.
 
 Race safety: an alias is single-valued, so the registry can never hold two production versions; what must not
 happen is two promoters both judging against the same old production and the loser's decision saying
@@ -16,47 +19,132 @@ production alias inside it, and read it back after moving it.
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import os
 import socket
+import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
+from stages import bootstrap
+from stages import tasks as task_registry
+from stages.evaluate import EVAL_SAMPLES  # register ships it in the model, tagged eval_samples_sha256
 from stages.params import PromoteParams
 
 NO_PRODUCTION = "none"
+BASE = "base model"
 
 
 # ---------------------------------------------------------------- the gate (pure)
 
 
-def metric_value(metrics: dict, key: str) -> float | None:
-    """'tg.mIoU' -> metrics['tg']['mIoU'] (the task is the part before the first dot)."""
-    task, _, name = key.partition(".")
-    value = (metrics.get(task) or {}).get(name)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+@dataclass
+class Comparison:
+    """The candidate's per-sample metric rows against a reference's: {task: {sample id: row}} each."""
+
+    reference: str  # "base model" or "version N"
+    candidate: dict[str, dict[str, dict]]
+    rows: dict[str, dict[str, dict]] | None  # None: the reference has no per-sample rows (see `missing`)
+    paired: bool
+    missing: str = ""
 
 
-def gate(candidate: dict, reference: dict, p: PromoteParams) -> dict:
-    """{'passed': bool, 'checks': [...]}: every `improve` metric gains >= its threshold and every `keep` metric
-    drops <= its tolerance. A metric missing on either side fails its check (nothing is assumed)."""
-    checks = []
-    for kind, table in (("improve", p.improve), ("keep", p.keep)):
-        for key, limit in table.items():
-            cand, ref = metric_value(candidate, key), metric_value(reference, key)
-            check = {"metric": key, "kind": kind, "candidate": cand, "reference": ref, "limit": limit}
-            if cand is None or ref is None:
-                check.update(ok=False, reason=f"{key} missing on the {'candidate' if cand is None else 'reference'}")
-            else:
-                diff, drop = round(cand - ref, 9), round(ref - cand, 9)  # rounded: 0.3 - 0.2 is not 0.1
-                ok = diff >= limit if kind == "improve" else drop <= limit
-                rule = f"gain {diff:+.4f} {'>=' if ok else '<'} {limit}" if kind == "improve" else \
-                    f"drop {drop:+.4f} {'<=' if ok else '>'} {limit}"
-                check.update(delta=diff, ok=ok, reason=rule)
-            checks.append(check)
-    if not checks:
+def model_rows(table: dict, who: str) -> dict[str, dict[str, dict]]:
+    """One model's rows ('candidate' or 'baseline') of an eval_samples table: {task: {sample id: row}}."""
+    return {task: {i: r[who] for i, r in by_id.items()} for task, by_id in (table.get("tasks") or {}).items()}
+
+
+@dataclass
+class Evaluation:
+    """A version's eval_samples table, or why it has none."""
+
+    label: str  # "version N"
+    table: dict | None
+    why: str = ""
+
+
+def comparisons(candidate: Evaluation, production: Evaluation | None = None) -> list[Comparison]:
+    """Against the base model (always, paired), then against the production version when there is one: paired
+    when both evaluations saw the same inputs, else unpaired."""
+    refs = [BASE] + ([production.label] if production else [])
+    if candidate.table is None:
+        return [Comparison(r, {}, None, paired=False, missing=candidate.why) for r in refs]
+    cand = model_rows(candidate.table, "candidate")
+    out = [Comparison(BASE, cand, model_rows(candidate.table, "baseline"), paired=True)]
+    if production is not None:
+        ref = production.table
+        if ref is None:
+            out.append(Comparison(production.label, cand, None, paired=False, missing=production.why))
+        else:
+            same = ref.get("inputs_sha256") is not None and ref.get("inputs_sha256") == candidate.table.get(
+                "inputs_sha256")
+            out.append(Comparison(production.label, cand, model_rows(ref, "candidate"), paired=same))
+    return out
+
+
+def _intervals(c: Comparison, task: str, p: PromoteParams) -> tuple[dict, dict, dict] | str:
+    """(candidate metrics, reference metrics, intervals) of one task, or why there are none."""
+    cand, ref = c.candidate.get(task), (c.rows or {}).get(task)
+    if not cand or not ref:
+        return f"no {task} samples in the {'candidate' if not cand else 'reference'}'s evaluation"
+    knobs = {"level": p.interval_level, "resamples": p.bootstrap_resamples, "seed": p.bootstrap_seed}
+    if c.paired:
+        ids = [i for i in cand if i in ref]
+        if not ids:
+            return f"no {task} sample in common with {c.reference}"
+        cand_rows, ref_rows = [cand[i] for i in ids], [ref[i] for i in ids]
+        ivs = bootstrap.paired_interval(task, cand_rows, ref_rows, **knobs)
+    else:
+        cand_rows, ref_rows = list(cand.values()), list(ref.values())
+        ivs = bootstrap.unpaired_interval(task, cand_rows, ref_rows, **knobs)
+    return task_registry.aggregate(task, cand_rows), task_registry.aggregate(task, ref_rows), ivs
+
+
+def _judge(kind: str, limit: float, iv: dict) -> tuple[bool, str]:
+    """improve: lower bound > threshold (strict: [0, 0] is no gain); keep: lower bound >= -tolerance."""
+    diff = f"{iv['delta']:+.4f} [{iv['lo']:+.4f}, {iv['hi']:+.4f}] ({iv['level']:.0%}, n={iv['n']})"
+    if kind == "improve":
+        ok = iv["lo"] > limit
+        return ok, f"{diff}: lower bound {'>' if ok else '<='} {limit}" + ("" if ok else ": gain not significant")
+    ok = iv["lo"] >= -limit
+    return ok, f"{diff}: lower bound {'>=' if ok else '<'} -{limit}" + ("" if ok else ": a larger drop is possible")
+
+
+def gate_settings(p: PromoteParams) -> dict:
+    return {"improve": p.improve, "keep": p.keep, "interval_level": p.interval_level,
+            "bootstrap_resamples": p.bootstrap_resamples, "bootstrap_seed": p.bootstrap_seed}
+
+
+def gate(comps: list[Comparison], p: PromoteParams) -> dict:
+    """{'passed': bool, 'checks': [...]}: for every reference, every `improve` metric's lower bound of candidate -
+    reference is strictly above its threshold and every `keep` metric's lower bound is >= -tolerance. A metric
+    missing on either side fails its check (nothing is assumed)."""
+    if not p.improve and not p.keep:
         raise ValueError("promote gate has no metrics (promote.improve and promote.keep are empty)")
+    checks, cache = [], {}
+    for c in comps:
+        for kind, table in (("improve", p.improve), ("keep", p.keep)):
+            for key, limit in table.items():
+                task, _, metric = key.partition(".")
+                check = {"metric": key, "kind": kind, "limit": limit, "reference": c.reference, "paired": c.paired}
+                if c.rows is None:
+                    checks.append({**check, "ok": False, "reason": c.missing})
+                    continue
+                if (c.reference, task) not in cache:
+                    cache[c.reference, task] = _intervals(c, task, p)
+                got = cache[c.reference, task]
+                if isinstance(got, str) or metric not in got[2]:
+                    checks.append({**check, "ok": False, "reason": got if isinstance(got, str) else
+                                   f"{key} missing on the {'candidate' if metric not in got[0] else 'reference'}"})
+                    continue
+                cand, ref, ivs = got
+                ok, reason = _judge(kind, limit, ivs[metric])
+                checks.append({**check, **ivs[metric], "candidate": round(cand[metric], 9),
+                               "reference_value": round(ref[metric], 9), "ok": ok, "reason": reason})
     return {"passed": all(c["ok"] for c in checks), "checks": checks}
 
 
@@ -72,12 +160,25 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _metrics_tag(version, tag: str) -> dict | None:
-    raw = version.tags.get(tag)
-    try:
-        return json.loads(raw) if raw else None
-    except ValueError:
-        return None
+def evaluation(client, name: str, version) -> Evaluation:
+    """The version's eval_samples.json, fetched alone from its model (never the whole checkpoint) and checked
+    against the sha256 register tagged; None with the reason when it has none."""
+    import mlflow
+
+    label = f"version {version.version}"
+    sha = version.tags.get("eval_samples_sha256")
+    if not sha:
+        return Evaluation(label, None, f"{label} has no per-sample evaluation (no {EVAL_SAMPLES}: registered before "
+                                       "the gate used intervals); re-run evaluate and register for it")
+    where = client.get_model_version_download_uri(name, version.version)
+    with tempfile.TemporaryDirectory(prefix="videorft-promote-") as tmp:
+        path = mlflow.artifacts.download_artifacts(artifact_uri=f"{where.rstrip('/')}/{EVAL_SAMPLES}", dst_path=tmp,
+                                                   tracking_uri=client.tracking_uri)
+        data = Path(path).read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha:
+        return Evaluation(label, None, f"{label}: {EVAL_SAMPLES} in its model does not match its tag "
+                                       "eval_samples_sha256; re-run register for it")
+    return Evaluation(label, json.loads(data))
 
 
 def _or_none(call, *args):
@@ -195,12 +296,10 @@ def promote(client, name: str, p: PromoteParams, version: str | None = None, by:
             decision.update(decision="already_production", reference=f"version {current.version}")
             record(client, name, decision["version"], decision)
             return decision
-        if current is None:
-            reference, ref_metrics = "base model", _metrics_tag(cand, "baseline_metrics")
-        else:
-            reference, ref_metrics = f"version {current.version}", _metrics_tag(current, "metrics")
-        result = gate(_metrics_tag(cand, "metrics") or {}, ref_metrics or {}, p)
-        decision.update(reference=reference, gate={"improve": p.improve, "keep": p.keep}, checks=result["checks"])
+        comps = comparisons(evaluation(client, name, cand), evaluation(client, name, current) if current else None)
+        result = gate(comps, p)
+        decision.update(reference=comps[-1].reference, references=[c.reference for c in comps],
+                        gate=gate_settings(p), checks=result["checks"])
         if result["passed"]:
             client.set_registered_model_alias(name, p.to_alias, cand.version)
             after = _alias_version(client, name, p.to_alias)
@@ -260,8 +359,11 @@ def main_promote(params, model_name: str | None = None, version: str | None = No
     decision = promote(_client(params), name, params.promote, version, by)
     print(json.dumps(decision, indent=2, sort_keys=True))
     verdict = {"promoted": "promoted to", "already_production": "already", "refused": "REFUSED for"}
+    for c in decision.get("checks", []):
+        print(f"promote: {'ok  ' if c['ok'] else 'FAIL'} {c['metric']} vs {c['reference']}"
+              f"{'' if c.get('paired', True) else ' (unpaired)'}: {c['reason']}")
     print(f"promote: {name} version {decision['version']} {verdict[decision['decision']]} "
-          f"'{params.promote.to_alias}' (reference: {decision['reference']})")
+          f"'{params.promote.to_alias}' (references: {', '.join(decision.get('references', [decision['reference']]))})")
     return 1 if decision["decision"] == "refused" else 0
 
 

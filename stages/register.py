@@ -25,13 +25,18 @@ import yaml
 
 from stages import model_card
 from stages import tasks as task_registry
-from stages.io import read_json, sha256_json, write_json
+from stages.eval_plots import HEADLINE
+from stages.evaluate import EVAL_SAMPLES
+from stages.io import read_json, sha256_file, sha256_json, write_json
 from stages.params import MlflowParams, Params, RegisterParams, load_params
 from stages.tracking import TrackingUnavailable, is_http, metric_name, require_reachable
 
 # Training-output files that are not part of the model: trainer checkpoints (optimizer state) and the
 # pickled TrainingArguments (a pickle is never shipped).
 _NOT_SHIPPED = {"checkpoints", "training_args.bin"}
+# The `intervals` tag stays far below what any tracking server stores in a tag (MLflow 3: 100,000 characters;
+# older servers: 5,000); past this it keeps the headline metrics only.
+INTERVALS_TAG_MAX = 4000
 
 
 def git_commit(repo: str = ".") -> str:
@@ -57,8 +62,23 @@ def dvc_hashes(lock_path: str | os.PathLike, outs: list[str]) -> dict[str, str]:
     return {o: found.get(o, "missing") for o in outs}
 
 
+def intervals_tag(eval_result: dict) -> str | None:
+    """The evaluation's intervals as short JSON: level, resamples, seed, method and "<task>.<metric>": [delta, lo,
+    hi] (only the headline metrics if all of them would not fit in INTERVALS_TAG_MAX)."""
+    ivs = eval_result.get("intervals")
+    if not ivs:
+        return None
+    cells = {f"{t}.{k}": [round(iv[x], 4) for x in ("delta", "lo", "hi")]
+             for t, m in ivs.items() for k, iv in m.items()}
+    text = json.dumps({**(eval_result.get("interval") or {}), **cells}, sort_keys=True, separators=(",", ":"))
+    if len(text) > INTERVALS_TAG_MAX:
+        cells = {f"{t}.{HEADLINE[t]}": cells[f"{t}.{HEADLINE[t]}"] for t in ivs if f"{t}.{HEADLINE.get(t)}" in cells}
+        text = json.dumps({**(eval_result.get("interval") or {}), **cells}, sort_keys=True, separators=(",", ":"))
+    return text
+
+
 def lineage_tags(summary: dict, eval_result: dict, *, commit: str, data_hashes: dict[str, str],
-                 params_sha256: str) -> dict[str, str]:
+                 params_sha256: str, eval_samples_sha256: str | None = None) -> dict[str, str]:
     tags = {
         "train_run_id": summary["mlflow_run_id"],
         "base_model": summary["base_model"],
@@ -70,6 +90,10 @@ def lineage_tags(summary: dict, eval_result: dict, *, commit: str, data_hashes: 
         "metrics": json.dumps(eval_result["candidate"]["metrics"], sort_keys=True),
         "baseline_metrics": json.dumps(eval_result["baseline"]["metrics"], sort_keys=True),
     }
+    if eval_samples_sha256:  # the per-sample rows the promotion gate resamples (shipped in the model)
+        tags["eval_samples_sha256"] = eval_samples_sha256
+    if (intervals := intervals_tag(eval_result)) is not None:
+        tags["intervals"] = intervals
     tags.update({f"dvc.{path}": h for path, h in data_hashes.items()})
     for prefix, who in (("metric", "candidate"), ("baseline", "baseline")):
         for task, metrics in eval_result[who]["metrics"].items():
@@ -86,8 +110,9 @@ def prompt_files(prompt_dir: str | None) -> list[Path]:
     return files
 
 
-def stage_model_dir(model_dir: str, prompts: list[Path], card: str, dest: Path) -> Path:
-    """What the logged model holds: checkpoint + processor files, prompts/, MODEL_CARD.md."""
+def stage_model_dir(model_dir: str, prompts: list[Path], card: str, dest: Path, eval_samples: Path | None = None
+                    ) -> Path:
+    """What the logged model holds: checkpoint + processor files, prompts/, MODEL_CARD.md, eval_samples.json."""
     src = Path(model_dir)
     dest.mkdir(parents=True)
     for item in sorted(src.iterdir()):
@@ -101,6 +126,8 @@ def stage_model_dir(model_dir: str, prompts: list[Path], card: str, dest: Path) 
     for f in prompts:
         shutil.copy2(f, dest / "prompts" / f.name)
     (dest / "MODEL_CARD.md").write_text(card, encoding="utf-8")
+    if eval_samples is not None:
+        shutil.copy2(eval_samples, dest / EVAL_SAMPLES)
     return dest
 
 
@@ -206,22 +233,37 @@ def run(p: RegisterParams, mlflow_p: MlflowParams, model_dir: str, eval_path: st
 def _register(client, uri, p, model_dir, eval_path, prompt_dir, params, lock_path, repo) -> dict:
     summary = read_json(os.path.join(model_dir, "train_summary.json"))
     eval_result = read_json(eval_path)
+    samples = Path(eval_path).parent / EVAL_SAMPLES
+    if not samples.exists():
+        print(f"register: {samples} not found (evaluate predates it): the promotion gate will refuse this version")
+        samples = None
     params = params or Params()
     tags = lineage_tags(summary, eval_result, commit=git_commit(repo),
                         data_hashes=dvc_hashes(lock_path, p.lineage_outs),
-                        params_sha256=sha256_json(params.model_dump()))
+                        params_sha256=sha256_json(params.model_dump()),
+                        eval_samples_sha256=sha256_file(samples) if samples else None)
     run_id = summary["mlflow_run_id"]
     versions = find_versions(client, p.model_name, run_id)
     reused = bool(versions)
     with tempfile.TemporaryDirectory(prefix="videorft-register-") as tmp:
-        def build_dir() -> Path:
+        def card() -> tuple[list[Path], str]:
             prompts = prompt_files(prompt_dir)
-            card = model_card.render(p.model_name, summary, eval_result, tags, params.train.model_dump(),
-                                     [f.name for f in prompts])
-            return stage_model_dir(model_dir, prompts, card, Path(tmp) / "model")
+            return prompts, model_card.render(p.model_name, summary, eval_result, tags, params.train.model_dump(),
+                                              [f.name for f in prompts])
+
+        def build_dir() -> Path:
+            prompts, text = card()
+            return stage_model_dir(model_dir, prompts, text, Path(tmp) / "model", samples)
 
         if versions:  # already registered: refresh tags that a re-evaluation changed
             version = versions[0]
+            if samples and version.tags.get("eval_samples_sha256") != tags["eval_samples_sha256"]:
+                # re-evaluated: the model's per-sample rows and card follow before the tag that names them
+                fresh = Path(tmp) / "refresh"
+                fresh.mkdir()
+                shutil.copy2(samples, fresh / EVAL_SAMPLES)
+                (fresh / "MODEL_CARD.md").write_text(card()[1], encoding="utf-8")
+                client.log_model_artifacts(version.source.removeprefix("models:/"), str(fresh))
             for k, v in tags.items():
                 if version.tags.get(k) != v:
                     client.set_model_version_tag(p.model_name, version.version, k, v)

@@ -80,15 +80,20 @@ def metrics():
 @pytest.fixture
 def make_candidate(tiny_model_dir, tmp_path, mlflow_server):
     """A trained-model folder (the tiny model + a train_summary of a real run on the server) and an eval.json
-    with the given candidate/base metrics: the inputs the register stage reads."""
+    with the given candidate/base metrics: the inputs the register stage reads. With `samples` (an
+    eval_samples.json table, tests/eval_tables.py), evaluate's per-sample rows and intervals come along; without,
+    the evaluation is one from before the gate used intervals."""
     from mlflow import MlflowClient
+
+    from stages.evaluate import EVAL_SAMPLES, intervals
+    from stages.params import EvaluateParams
 
     client = MlflowClient(mlflow_server.uri)
     exp = client.get_experiment_by_name("registry-tests")
     exp_id = exp.experiment_id if exp else client.create_experiment("registry-tests")
     counter = iter(range(1000))
 
-    def make(candidate: dict, baseline: dict) -> tuple[str, str, str]:
+    def make(candidate: dict, baseline: dict, samples: dict | None = None) -> tuple[str, str, str]:
         n = next(counter)
         run = client.create_run(exp_id, run_name=f"train-{n}")
         client.set_terminated(run.info.run_id)
@@ -97,12 +102,20 @@ def make_candidate(tiny_model_dir, tmp_path, mlflow_server):
         (model_dir / "train_summary.json").write_text(json.dumps({
             "mlflow_run_id": run.info.run_id, "mlflow_experiment_id": exp_id, "base_model": "tiny-base",
             "steps": 3, "samples": 12, "samples_per_task": {"tg": 3, "gqa": 3, "tracking": 3, "qa": 3}}))
-        eval_path = tmp_path / f"eval{n}.json"
-        eval_path.write_text(json.dumps({
+        eval_path = tmp_path / f"eval{n}" / "eval.json"  # its own folder: eval_samples.json goes beside it
+        eval_path.parent.mkdir()
+        result = {
             "candidate": {"model": str(model_dir), "model_sha256": f"sha-{n}", "metrics": candidate},
             "baseline": {"model": "tiny-base", "metrics": baseline},
             "samples": 12, "samples_per_task": {"tg": 3, "gqa": 3, "tracking": 3, "qa": 3},
-            "inputs_sha256": "inputs-sha", "general": {}}))
+            "inputs_sha256": "inputs-sha", "general": {}}
+        if samples is not None:
+            p = EvaluateParams()
+            result.update(inputs_sha256=samples["inputs_sha256"], intervals=intervals(samples, p), interval={
+                "method": "paired bootstrap, percentile", "level": p.interval_level,
+                "resamples": p.bootstrap_resamples, "seed": p.bootstrap_seed})
+            (eval_path.parent / EVAL_SAMPLES).write_text(json.dumps(samples))
+        eval_path.write_text(json.dumps(result))
         return str(model_dir), str(eval_path), run.info.run_id
 
     return make

@@ -1,6 +1,9 @@
 """The register stage against real MLflow servers (SQLite; PostgreSQL + S3 artifacts): one version per
-training run however often it runs, a logged model holding checkpoint + processor + prompts + model card,
-lineage tags, and recovery from an interrupted attempt and from a server that was down."""
+training run however often it runs, a logged model holding checkpoint + processor + prompts + model card +
+the evaluation's per-sample rows, lineage and interval tags, and recovery from an interrupted attempt and from a
+server that was down."""
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +18,7 @@ from mlflow.entities import LoggedModelStatus
 from stages import register
 from stages.params import MlflowParams, Params, RegisterParams
 from stages.tasks import PROMPT_DIR
+from tests.eval_tables import base_values, samples, shifted
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +33,9 @@ def versions_of(client, name, run_id):
 
 def test_register_twice_makes_one_version_with_lineage_and_artifacts(mlflow_server, make_candidate, metrics, tmp_path):
     name = f"reg-{uuid.uuid4().hex[:8]}"
-    model_dir, eval_path, run_id = make_candidate(metrics(tg=0.4), metrics(tg=0.1))
+    base = base_values(n=8)
+    table = samples(shifted(base, tg=0.1), base)
+    model_dir, eval_path, run_id = make_candidate(metrics(tg=0.4), metrics(tg=0.1), table)
     lock = tmp_path / "dvc.lock"
     lock.write_text(yaml.safe_dump({"schema": "2.0", "stages": {
         "extract_frames": {"outs": [{"path": "data/frames", "md5": "f" * 32 + ".dir"}]},
@@ -49,13 +55,19 @@ def test_register_twice_makes_one_version_with_lineage_and_artifacts(mlflow_serv
     assert t["dvc.data/frames"] == "f" * 32 + ".dir" and t["dvc.data/samples"] == "a" * 32 + ".dir"
     assert len(t["params_sha256"]) == 64 and len(t["git_commit"].split("-")[0]) == 40
     assert t["metric.tg.mIoU"] == "0.4" and t["baseline.tg.mIoU"] == "0.1" and t["metric.tg.R_0.5"] == "0.4"
+    samples_file = Path(eval_path).parent / "eval_samples.json"
+    assert t["eval_samples_sha256"] == hashlib.sha256(samples_file.read_bytes()).hexdigest()
+    shown = json.loads(t["intervals"])
+    assert shown["tg.mIoU"] == [0.1, 0.1, 0.1] and shown["level"] == 0.95 and len(t["intervals"]) < 4000
 
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{v.version}", dst_path=str(tmp_path / "dl")))
     assert (local / "model.safetensors").stat().st_size == (Path(model_dir) / "model.safetensors").stat().st_size
     assert (local / "tokenizer.json").exists() and (local / "processor_config.json").exists()
     assert sorted(f.name for f in (local / "prompts").iterdir()) == sorted(f.name for f in PROMPT_DIR.glob("*.txt"))
     card = (local / "MODEL_CARD.md").read_text()
-    assert run_id in card and "| tg | mIoU | 0.4000 | 0.1000 | 0.3000 |" in card and "a" * 32 in card
+    assert run_id in card and "| tg | mIoU | 0.4000 | 0.1000 | 0.3000 | +0.1000 [+0.1000, +0.1000] |" in card
+    assert "a" * 32 in card and "95% percentile intervals" in card
+    assert (local / "eval_samples.json").read_bytes() == samples_file.read_bytes()
     s3 = getattr(mlflow_server, "s3", None)
     if s3 is not None:  # the PostgreSQL server keeps artifacts in the S3 bucket, not on a local disk
         import boto3
@@ -65,11 +77,18 @@ def test_register_twice_makes_one_version_with_lineage_and_artifacts(mlflow_serv
         model_id = v.source.removeprefix("models:/")
         assert any(k.endswith(f"{model_id}/artifacts/model.safetensors") for k in keys), keys[:20]
 
-    # a re-evaluation of the same training run refreshes the version's metric tags, still one version
+    # a re-evaluation of the same training run refreshes the version's metric tags and the per-sample rows in
+    # its model (the gate reads them from there), still one version
     Path(eval_path).write_text(Path(eval_path).read_text().replace('"mIoU": 0.4', '"mIoU": 0.45'))
+    samples_file.write_text(json.dumps(samples(shifted(base, tg=0.2), base)))
     third = register.run(p, MlflowParams(), model_dir, eval_path, params=Params(), lock_path=str(lock), repo=ROOT)
     assert third["version"] == first["version"] and len(versions_of(client, name, run_id)) == 1
-    assert client.get_model_version(name, first["version"]).tags["metric.tg.mIoU"] == "0.45"
+    t = client.get_model_version(name, first["version"]).tags
+    assert t["metric.tg.mIoU"] == "0.45"
+    assert t["eval_samples_sha256"] == hashlib.sha256(samples_file.read_bytes()).hexdigest()
+    again = mlflow.artifacts.download_artifacts(f"models:/{name}/{v.version}/eval_samples.json",
+                                                dst_path=str(tmp_path / "dl2"))
+    assert Path(again).read_bytes() == samples_file.read_bytes()
 
 
 def _creds(s3):

@@ -16,7 +16,12 @@ EVAL = {"candidate": {"model": "models/run", "model_sha256": "m" * 64,
                                                   "qa": {"accuracy": 0.75, "count": 4}}},
         "samples": 8, "samples_per_task": {"qa": 4, "tg": 4}, "inputs_sha256": "i" * 64,
         "general": {"task": "qa", "metric": "accuracy", "candidate": 0.5, "baseline": 0.75, "tolerance": 0.02,
-                    "kept": False}}
+                    "lo": -0.5, "hi": 0.0, "level": 0.95, "kept": False},
+        "intervals": {"tg": {"mIoU": {"delta": 0.2, "lo": 0.1, "hi": 0.3, "level": 0.95, "resamples": 2000, "n": 4,
+                                      "paired": True}},
+                      "qa": {"accuracy": {"delta": -0.25, "lo": -0.5, "hi": 0.0, "level": 0.95, "resamples": 2000,
+                                          "n": 4, "paired": True}}},
+        "interval": {"method": "paired bootstrap, percentile", "level": 0.95, "resamples": 2000, "seed": 0}}
 SUMMARY = {"mlflow_run_id": "r" * 32, "mlflow_experiment_id": "1", "base_model": "base", "steps": 3, "samples": 8}
 
 
@@ -39,7 +44,26 @@ def test_lineage_tags_carry_run_data_params_and_both_metric_tables():
     assert tags["baseline.qa.accuracy"] == "0.75"
     assert json.loads(tags["metrics"]) == EVAL["candidate"]["metrics"]
     assert json.loads(tags["baseline_metrics"]) == EVAL["baseline"]["metrics"]
+    assert json.loads(tags["intervals"]) == {"tg.mIoU": [0.2, 0.1, 0.3], "qa.accuracy": [-0.25, -0.5, 0.0],
+                                             **EVAL["interval"]}
+    assert "eval_samples_sha256" not in tags  # no per-sample rows given
     assert all(isinstance(v, str) for v in tags.values())
+
+
+def test_intervals_tag_stays_short_for_every_metric_of_every_task():
+    from stages import bootstrap
+    from tests.eval_tables import base_values, samples, shifted
+
+    base = base_values(n=64)
+    table = samples(shifted(base, tg=0.1), base)
+    ivs = {t: bootstrap.paired_interval(t, [r["candidate"] for r in rows.values()],
+                                        [r["baseline"] for r in rows.values()]) for t, rows in table["tasks"].items()}
+    text = register.intervals_tag({**EVAL, "intervals": ivs})
+    assert len(json.loads(text)) == 4 + sum(len(m) for m in ivs.values()) and len(text) < 1500
+    # far more metrics than fit: the headline metrics only
+    many = {**ivs, "tg": {f"m{i}": ivs["tg"]["mIoU"] for i in range(300)} | {"mIoU": ivs["tg"]["mIoU"]}}
+    short = json.loads(register.intervals_tag({**EVAL, "intervals": many}))
+    assert set(short) - set(EVAL["interval"]) == {"tg.mIoU", "gqa.evidence_mIoU", "tracking.AO", "qa.accuracy"}
 
 
 def test_logged_model_folder_ships_model_prompts_and_card_but_not_trainer_state(tmp_path):
@@ -49,10 +73,11 @@ def test_logged_model_folder_ships_model_prompts_and_card_but_not_trainer_state(
     for f in ("model.safetensors", "config.json", "tokenizer.json", "training_args.bin", "train_summary.json"):
         (src / f).write_text(f)
     prompts = register.prompt_files(None)
-    dest = register.stage_model_dir(str(src), prompts, "# card", tmp_path / "out")
+    (tmp_path / "eval_samples.json").write_text("{}")
+    dest = register.stage_model_dir(str(src), prompts, "# card", tmp_path / "out", tmp_path / "eval_samples.json")
     names = sorted(p.name for p in dest.iterdir())
-    assert names == ["MODEL_CARD.md", "config.json", "model.safetensors", "prompts", "tokenizer.json",
-                     "train_summary.json"]
+    assert names == ["MODEL_CARD.md", "config.json", "eval_samples.json", "model.safetensors", "prompts",
+                     "tokenizer.json", "train_summary.json"]
     assert sorted(p.name for p in (dest / "prompts").iterdir()) == sorted(p.name for p in prompts)
     assert {"tg.txt", "gqa.txt", "tracking.txt", "qa.txt"} <= {p.name for p in prompts}
 
@@ -69,8 +94,11 @@ def test_model_card_has_base_data_params_metrics_and_lineage():
                              ["tg.txt", "qa.txt"])
     assert card.startswith("# videorft-tiny")
     assert "base model: `base`" in card and "DVC `data/samples`: `abc.dir`" in card
-    assert "| beta | 0.04 |" in card and "| tg | mIoU | 0.2500 | 0.0500 | 0.2000 |" in card
-    assert "| qa | accuracy | 0.5000 | 0.7500 | -0.2500 |" in card and "NOT kept" in card
+    assert "| beta | 0.04 |" in card and "| tg | mIoU | 0.2500 | 0.0500 | 0.2000 | +0.2000 [+0.1000, +0.3000] |" in card
+    assert "| tg | R@0.5 | 0.2000 | 0.0000 | 0.2000 | n/a |" in card
+    assert "| qa | accuracy | 0.5000 | 0.7500 | -0.2500 | -0.2500 [-0.5000, +0.0000] |" in card
+    assert "95% percentile intervals of candidate - base from a paired bootstrap" in card and "2000 resamples" in card
+    assert "(interval [-0.5000, +0.0000]), tolerance 0.02: NOT kept" in card
     assert f"| git_commit | `{'c' * 40}` |" in card and "`prompts/tg.txt`" in card
     assert "metric.tg.mIoU" not in card  # metrics are in the table, not repeated as lineage
 
