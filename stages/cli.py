@@ -8,7 +8,8 @@ import sys
 
 
 def cmd_summary(args) -> int:
-    """Print what the last run produced: MLflow run, registered version + alias, metrics."""
+    """Print what the last run produced: MLflow run, registered version + alias, and per task base, candidate,
+    the difference with its interval, parse rates, the blind line and whether anything was learned."""
     from stages.io import read_json
     from stages.params import load_params
 
@@ -26,8 +27,14 @@ def cmd_summary(args) -> int:
     print(f"MLflow run        : {tr.get('mlflow_run_id')} ({reg.get('tracking_uri', p.mlflow.tracking_uri)})")
     print(f"registered model  : {reg.get('model_name')} version {reg.get('version')} alias '{reg.get('alias')}'")
     print(f"training          : {tr.get('steps')} steps, {tr.get('samples')} samples, {tr.get('seconds')} s")
-    for task, m in ev.get("candidate", {}).get("metrics", {}).items():
-        print(f"eval {task:<9}    : {json.dumps(m)}")
+    if ev:
+        from stages.evaluate import report
+
+        print(f"evaluation        : {ev.get('samples')} held-out samples "
+              f"({', '.join(f'{t}: {n}' for t, n in (ev.get('samples_per_task') or {}).items())}); "
+              f"all metrics in {os.path.join(p.evaluate.out_dir, 'eval.json')}")
+        for line in report(ev):
+            print(line)
     return 0
 
 
