@@ -80,8 +80,8 @@ def comparisons(candidate: Evaluation, production: Evaluation | None = None) -> 
         if ref is None:
             out.append(Comparison(production.label, cand, None, paired=False, missing=production.why))
         else:
-            same = ref.get("inputs_sha256") is not None and ref.get("inputs_sha256") == candidate.table.get(
-                "inputs_sha256")
+            inputs = ref.get("inputs_sha256")
+            same = inputs is not None and inputs == candidate.table.get("inputs_sha256")
             out.append(Comparison(production.label, cand, model_rows(ref, "candidate"), paired=same))
     return out
 
