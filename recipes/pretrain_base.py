@@ -41,12 +41,56 @@ RECIPE = ROOT / "recipes/pretrain-base.yaml"
 def settings(recipe: Path) -> dict:
     tree = yaml.safe_load(recipe.read_text()) or {}
     cfg = {"out_dir": "pretrained/tiny-qwen2_5_vl", "eval_epochs": [], "eval_per_task": 64, "threads": 2,
+           "targets": "gold", "box_scale": 0.7,
            **(tree.get("pretrain") or {})}
     return cfg
 
 
 def recipe_params(recipe: Path, extra: list[str]) -> Params:
     return load_params(ROOT / "params.yaml", overrides(recipe, skip=("pretrain",)) + extra)
+
+
+def frame_times(row: dict) -> list[float]:
+    """Presentation times of the frames the model sees for this sample (the frame cache's sidecar JSON)."""
+    return [float(t) for t in json.loads(Path(row["frames"]).with_suffix(".json").read_text())["timestamps"]]
+
+
+def _grid(t: float) -> float:
+    return round(t * 4) / 4  # the 0.25 s grid: one token per time for the tiny tokenizer
+
+
+def shown_span(interval: list[float], times: list[float]) -> list[float] | None:
+    """What the sampled frames show of an event: from the first frame inside it to the time the last such frame
+    stands for (until the next frame). None when no sampled frame falls inside."""
+    start, end = interval
+    inside = [k for k, t in enumerate(times) if start <= t < end]
+    if not inside:
+        return None
+    step = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 1.0
+    return [_grid(times[inside[0]]), _grid(times[inside[-1]] + step)]
+
+
+def centre_region(box: list[float], scale: float) -> list[float]:
+    cx, cy, w, h = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0], box[3] - box[1]
+    return [round(cx - scale * w / 2, 2), round(cy - scale * h / 2, 2),
+            round(cx + scale * w / 2, 2), round(cy + scale * h / 2, 2)]
+
+
+def related_solution(row: dict, box_scale: float) -> dict:
+    """The pretraining answer for the `frames` targets: related perception objectives, in each task's layout.
+    tg and gqa evidence: the span the sampled frames show (docs/base-model.md), not the event's boundaries between
+    frames; tracking: the object's central region (each box scaled by `box_scale` about its centre), not its
+    extent; answer letters as they are. The gap to the gold answer is what RL has left to learn."""
+    task, sol = row["task"], row["solution"]
+    if task == "tg":
+        span = shown_span(sol["timestamps"], frame_times(row))
+        return {"timestamps": span} if span else sol
+    if task == "gqa":
+        spans = [shown_span(g, frame_times(row)) for g in sol["glue"]]
+        return {**sol, "glue": [s if s else g for s, g in zip(spans, sol["glue"])]}
+    if task == "tracking":
+        return {"boxes": [centre_region(b, box_scale) for b in sol["boxes"]]}
+    return sol
 
 
 def sha256(path: Path) -> str:
@@ -57,7 +101,7 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def pretrain(params: Params, cfg: dict, out: Path, log=print) -> dict:
+def pretrain(params: Params, cfg: dict, out: Path) -> dict:
     """Train from the workspace's tiny model on the workspace's samples; returns the record for pretrain.json."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -74,9 +118,14 @@ def pretrain(params: Params, cfg: dict, out: Path, log=print) -> dict:
     train = sft.select_rows([r for r in read_jsonl(samples / "train.jsonl") if r["task"] in params.sft.tasks],
                             params.sft.max_samples_per_task, params.sft.seed)
     held_out = select(read_jsonl(samples / "eval.jsonl"), cfg["eval_per_task"])
-    record = {"examples": len(train), "held_out": len(held_out),
+    record = {"examples": len(train), "held_out": len(held_out), "targets": cfg["targets"],
+              "box_scale": cfg["box_scale"],
               "blind_best": blind_reference(train, held_out, think), "curve": []}
-    examples = [sft.encode_example(processor, r, think) for r in train]
+    if cfg["targets"] not in ("gold", "frames"):
+        raise ValueError(f"pretrain.targets must be gold or frames, got {cfg['targets']!r}")
+    examples = [sft.encode_example(processor, r, think,
+                                   related_solution(r, cfg["box_scale"]) if cfg["targets"] == "frames" else None)
+                for r in train]
     c0, t0 = time.process_time(), time.time()
 
     def on_epoch(epoch: int, losses: list[float]) -> None:
@@ -89,10 +138,10 @@ def pretrain(params: Params, cfg: dict, out: Path, log=print) -> dict:
             metrics = score_outputs(held_out, generate_outputs(str(ckpt), held_out, params.evaluate), think)[0]
             line["held_out"] = metrics
             record["curve"].append(line)
-            log("pretrain: " + json.dumps({**line, "held_out": {t: {k: metrics[t][k] for k in (HEADLINE[t],
-                                           "parse_rate")} for t in metrics}}))
+            print("pretrain: " + json.dumps({**line, "held_out": {t: {k: metrics[t][k] for k in (HEADLINE[t],
+                                           "parse_rate")} for t in metrics}}), flush=True)
         else:
-            log("pretrain: " + json.dumps(line))
+            print("pretrain: " + json.dumps(line), flush=True)
 
     losses = sft.fit(model, processor, examples, params.sft.learning_rate, params.sft.epochs,
                      params.sft.batch_size, random.Random(params.sft.seed), on_epoch)
