@@ -18,6 +18,7 @@ pytestmark = pytest.mark.slow
 SHORT = [
     "synthesize.num_videos=112", "synthesize.num_tracking_sequences=1", "build_samples.eval_fraction=0.43",
     "train.tasks=[tg]", "train.logging_steps=1", "train.max_completion_length=16", "evaluate.max_new_tokens=16",
+    "train.learning_rate=5.0e-4",  # tg alone: its 9-token answer keeps its format at this rate (4 tasks do not)
 ]
 
 
