@@ -37,8 +37,9 @@ SMALL = """stages:
 def test_inputs_to_pull_are_the_deps_other_stages_make():
     assert wsp.stage_names(ROOT)[:3] == ["synthesize", "ingest", "extract_frames"]
     train = wsp.upstream_inputs(ROOT, "train")
-    assert {"data/samples", "data/frames", "models/tiny-qwen2_5_vl"} <= set(train)
-    assert not [d for d in train if d.startswith("stages/")]  # code comes with the checkout, not the remote
+    assert {"data/samples", "data/frames", "models/sft"} <= set(train)
+    # code and the shipped base model come with the checkout, not the remote
+    assert not [d for d in train if d.startswith(("stages/", "pretrained/"))]
     # a dep inside another stage's output directory counts (ingest reads folders inside data/synthetic)
     assert set(wsp.upstream_inputs(ROOT, "ingest")) >= {"data/synthetic/videos"}
     assert wsp.upstream_inputs(ROOT, "synthesize") == []
