@@ -140,7 +140,8 @@ def table(results: dict) -> str:
     for row in results["sizes"]:
         label = f"0 ({results.get('start_label', 'start model')})" if row["n"] == 0 else str(row["n"])
         cpu = f"{row['train_cpu_s'] / 60:.1f}" if row["n"] else "-"
-        lines.append(f"| {label} | {row.get('steps', 0)} | {cpu} | {cells(row['metrics'], row.get('sd'))} |")
+        sd = row.get("sd") if len(row.get("runs", [])) > 1 else None  # one run (the start model): no spread
+        lines.append(f"| {label} | {row.get('steps', 0)} | {cpu} | {cells(row['metrics'], sd)} |")
     g = results["gain_at_largest"]
     lines.append("")
     lines.append(f"GRPO on {results['sizes'][-1]['n']} samples per task vs the start model"
