@@ -16,6 +16,7 @@ the README), curve.png, all logged to one MLflow run (metrics with step = size).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -52,6 +53,23 @@ def curve_settings(recipe: Path, cli_sizes: str | None, cli_seeds: str | None = 
     if sorted(set(cfg["sizes"])) != cfg["sizes"] or cfg["sizes"][0] < 0:
         raise ValueError(f"sizes must be increasing and >= 0, got {cfg['sizes']}")
     return cfg
+
+
+def config_key(params_yaml: str, cfg: dict) -> str:
+    """What a size's result depends on besides its own n: every param, the epochs, the seeds, the eval cap."""
+    fixed = {k: v for k, v in cfg.items() if k != "sizes"}
+    return hashlib.sha256((params_yaml + json.dumps(fixed, sort_keys=True)).encode()).hexdigest()
+
+
+def finished_sizes(path: Path, key: str, cfg: dict) -> dict[int, dict]:
+    """Rows of an earlier results.json made with the same config key, by n (none if the key differs)."""
+    if not path.exists():
+        return {}
+    old = read_json(path)
+    if old.get("config_key") != key:
+        print(f"micro-repro: {path} was made with other params; every size runs again", flush=True)
+        return {}
+    return {row["n"]: row for row in old["sizes"] if row["n"] in cfg["sizes"]}
 
 
 def recipe_params(recipe: Path, extra: list[str]) -> Params:
@@ -253,6 +271,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sizes", help="GRPO training samples per task, e.g. 0,16,32,64 (default: the recipe's)")
     ap.add_argument("--seeds", help="GRPO seeds per size, e.g. 0,1,2 (default: the recipe's)")
     ap.add_argument("--reuse-data", action="store_true", help="keep the workspace's data (and warm start, if any)")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the sizes results/results.json already has, if made with these exact params")
     ap.add_argument("-S", dest="set", action="append", default=[], help="section.key=value on top of the recipe")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -264,7 +284,10 @@ def main(argv: list[str] | None = None) -> dict:
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     os.chdir(work)
-    write_text(Path("params.yaml"), yaml.safe_dump(params.model_dump(), sort_keys=False))
+    dumped = yaml.safe_dump(params.model_dump(), sort_keys=False)
+    write_text(Path("params.yaml"), dumped)
+    key = config_key(dumped, cfg)
+    done = finished_sizes(Path("results/results.json"), key, cfg) if args.resume else {}
     samples_dir = Path(params.build_samples.out_dir)
     reuse = args.reuse_data and (samples_dir / "train.jsonl").exists() and (
         not params.sft.enabled or Path(params.sft.out_dir, "model.safetensors").exists())
@@ -286,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = {"recipe": str(recipe.relative_to(ROOT)) if recipe.is_relative_to(ROOT) else str(recipe),
                "epochs": cfg["epochs"], "seeds": cfg["seeds"], "eval_samples": len(eval_rows),
                "start_model": params.sft.out_dir if params.sft.enabled else params.model.name_or_path,
-               "start_label": "warm start" if params.sft.enabled else "shipped base",
+               "start_label": "warm start" if params.sft.enabled else "shipped base", "config_key": key,
                "reference": reference_metrics(eval_rows, think, seed),
                "blind_best": blind_reference(subsets[cfg["sizes"][-1]], eval_rows, think),
                "sizes": []}
@@ -294,6 +317,10 @@ def main(argv: list[str] | None = None) -> dict:
         results["warm_start"] = read_json(Path(params.sft.out_dir) / "sft.json")
     out = Path("results")
     for n in cfg["sizes"]:
+        if n in done:
+            print(f"micro-repro: n={n} kept from results/results.json (same params, seeds {cfg['seeds']})", flush=True)
+            results["sizes"].append(done[n])
+            continue
         runs = []
         for s in ([None] if n == 0 else cfg["seeds"]):
             run = {"seed": s}

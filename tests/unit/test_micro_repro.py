@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from recipes.micro_repro import (  # noqa: E402
-    blind_reference, curve_settings, held_for_grpo, nested_subsets, recipe_params, seed_summary, start_model,
+    blind_reference, config_key, curve_settings, finished_sizes, held_for_grpo, nested_subsets, recipe_params, seed_summary, start_model,
     warm_start_pool,
 )
 
@@ -36,6 +36,22 @@ def test_recipe_is_valid_params_and_starts_from_the_shipped_base():
         curve_settings(RECIPE, "8,4")
     with pytest.raises(ValueError):
         curve_settings(RECIPE, None, "1,1")
+
+
+def test_resume_keeps_only_sizes_made_with_the_same_params_and_seeds(tmp_path):
+    import json
+
+    cfg = curve_settings(RECIPE, "0,16,64")
+    key = config_key("train: {seed: 0}\n", cfg)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"config_key": key, "sizes": [{"n": 0}, {"n": 32}, {"n": 64}]}))
+    assert sorted(finished_sizes(path, key, cfg)) == [0, 64]  # 32 is not asked for; 16 was never run
+    assert finished_sizes(path, config_key("train: {seed: 1}\n", cfg), cfg) == {}  # other params
+    other_seeds = curve_settings(RECIPE, "0,16,64", "0,1")
+    assert config_key("train: {seed: 0}\n", other_seeds) != key  # other GRPO seeds, other rows
+    assert curve_settings(RECIPE, "0,64")["sizes"] != cfg["sizes"] and config_key(
+        "train: {seed: 0}\n", curve_settings(RECIPE, "0,64")) == key  # the size list itself is not in the key
+    assert finished_sizes(tmp_path / "missing.json", key, cfg) == {}
 
 
 def test_seed_summary_gives_mean_spread_and_range():
