@@ -1,0 +1,21 @@
+"""bench/demo_seeds.py's command line: a variant is a name and train.* settings (the data are built once)."""
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from demo_seeds import parse_variant  # noqa: E402
+
+
+def test_variant_is_a_name_and_train_settings():
+    assert parse_variant("grpo=") == ("grpo", [])
+    assert parse_variant("b=train.beta=0.2,train.loss_type=dapo") == ("b", ["train.beta=0.2", "train.loss_type=dapo"])
+
+
+@pytest.mark.parametrize("bad", ["=train.beta=0.2", "x=train.beta", "x=build_samples.weights={tg: 2}"])
+def test_a_variant_that_would_need_other_data_or_is_malformed_is_refused(bad):
+    with pytest.raises(SystemExit):
+        parse_variant(bad)
