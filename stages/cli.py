@@ -7,13 +7,48 @@ import os
 import sys
 
 
+def fail(message: str) -> SystemExit:
+    """One clear line on stderr and exit status 2 (a usage error), before anything starts."""
+    print(f"videorft: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
+def load_params_file(path: str):
+    """params.yaml of the command; a missing file is an error here (a typo must not run on defaults)."""
+    from stages.params import load_params
+
+    if not os.path.isfile(path):
+        raise fail(f"params file {path} not found")
+    return load_params(path)
+
+
+def check_stages(stages: list[str]) -> None:
+    """Stage names must be dvc.yaml's (this directory's pipeline), checked before a flow or server starts."""
+    import yaml
+
+    tree = yaml.safe_load(open("dvc.yaml").read()) if os.path.isfile("dvc.yaml") else None
+    known = list((tree or {}).get("stages", {}))
+    bad = [s for s in stages if s not in known]
+    if bad:
+        raise fail(f"unknown stage {', '.join(bad)}; dvc.yaml here has: {' '.join(known) or 'no stages'}")
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("videorft")
+    except PackageNotFoundError:  # run from a source tree without the install step
+        return "unknown (not installed)"
+
+
 def cmd_summary(args) -> int:
     """Print what the last run produced: MLflow run, registered version + alias, and per task base, candidate,
     the difference with its interval, parse rates, the blind line and whether anything was learned."""
     from stages.io import read_json
-    from stages.params import load_params
 
-    p = load_params(args.params)
+    p = load_params_file(args.params)
     out = {}
     for name, path in (("train", os.path.join(p.train.out_dir, "train_summary.json")),
                        ("eval", os.path.join(p.evaluate.out_dir, "eval.json")),
@@ -39,6 +74,7 @@ def cmd_summary(args) -> int:
 
 
 def cmd_flow(args) -> int:
+    check_stages(args.stages)
     from flows.pipeline import pipeline
 
     pipeline(stages=args.stages or None, force=args.force)
@@ -47,6 +83,7 @@ def cmd_flow(args) -> int:
 
 def cmd_retrain(args) -> int:
     """The retrain flow: stages in order, train on the GPU deployment (if any), promote under the gate."""
+    check_stages(args.stages)
     from flows.retrain import retrain
 
     state = retrain(stages=args.stages or None, force=args.force, train_deployment=args.train_deployment,
@@ -69,12 +106,12 @@ def cmd_serve(args) -> int:
 
 def cmd_promote(args) -> int:
     """Move `production` to a version only if the gate in params.yaml (section promote) holds."""
-    from stages.params import load_params
     from stages.promote import main_promote
     from stages.tracking import TrackingUnavailable
 
+    params = load_params_file(args.params)
     try:
-        return main_promote(load_params(args.params), args.model_name, args.version, args.by)
+        return main_promote(params, args.model_name, args.version, args.by)
     except (TrackingUnavailable, LookupError, TimeoutError, ValueError) as e:
         print(f"promote: {e}", file=sys.stderr)
         return 2
@@ -82,12 +119,12 @@ def cmd_promote(args) -> int:
 
 def cmd_rollback(args) -> int:
     """Move `production` back to the version that held it before."""
-    from stages.params import load_params
     from stages.promote import main_rollback
     from stages.tracking import TrackingUnavailable
 
+    params = load_params_file(args.params)
     try:
-        return main_rollback(load_params(args.params), args.model_name, args.by)
+        return main_rollback(params, args.model_name, args.by)
     except (TrackingUnavailable, LookupError, TimeoutError) as e:
         print(f"rollback: {e}", file=sys.stderr)
         return 2
@@ -95,6 +132,7 @@ def cmd_rollback(args) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="videorft", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("summary", help="what the last pipeline run produced")
     s.add_argument("--params", default="params.yaml")

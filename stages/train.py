@@ -241,6 +241,12 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
             t_grpo=p.t_grpo,
             think=think,
         )
+        from transformers.trainer_callback import ProgressCallback
+
+        from stages.rl.progress import compact_progress
+
+        if trainer.pop_callback(ProgressCallback) is not None:  # a tqdm bar was on: keep it, readable lines
+            trainer.add_callback(compact_progress(p.tasks))
         if resume_from is not None and is_main:
             print(f"train: resuming from {resume_from}", flush=True)
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

@@ -1,0 +1,45 @@
+"""One readable terminal line per logging step instead of transformers' 40-key dict: step, reward, each task's
+reward parts, KL and step time. Everything still goes to MLflow in full (stages/train.py MlflowLogger)."""
+from __future__ import annotations
+
+TOTAL_KEYS = ("train_runtime", "train_loss")
+
+
+def log_line(logs: dict, step: int, max_steps: int, tasks: list[str]) -> str | None:
+    """The line for one log event; None for events with nothing to say (e.g. a bare learning-rate log)."""
+    if "train_runtime" in logs:  # the end-of-training summary
+        return (f"train: {step} steps in {float(logs['train_runtime']):.0f} s, "
+                f"mean loss {float(logs.get('train_loss', float('nan'))):.4g}")
+    if "reward" not in logs:
+        return None
+    fields = [f"step {step}/{max_steps}", f"reward {float(logs['reward']):.3f}"]
+    for task in tasks:
+        head = f"rewards/{task}_"
+        parts = [(k[len(head):-len("/mean")], v) for k, v in logs.items()
+                 if k.startswith(head) and k.endswith("/mean") and v is not None]
+        if parts:
+            fields.append(f"{task} " + " ".join(f"{name} {float(v):.2f}" for name, v in parts))
+    if logs.get("kl") is not None:
+        fields.append(f"kl {float(logs['kl']):.3f}")
+    if logs.get("step_time") is not None:
+        fields.append(f"{float(logs['step_time']):.2f} s/step")
+    return " | ".join(fields)
+
+
+def compact_progress(tasks: list[str]):
+    """transformers' ProgressCallback (the tqdm bar) with log_line() in place of the raw dict."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class CompactProgress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not (state.is_world_process_zero and logs):
+                return
+            line = log_line(logs, state.global_step, state.max_steps, tasks)
+            if line is None:
+                return
+            if self.training_bar is not None:
+                self.training_bar.write(line)
+            else:
+                print(line, flush=True)
+
+    return CompactProgress()
