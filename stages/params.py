@@ -337,7 +337,9 @@ class PromoteParams(IntervalParams):
         description="'<task>.<metric>': a drop larger than this must be excluded at interval_level (lower bound of "
                     "candidate - reference >= -tolerance; general ability).")
     lock_timeout_s: float = Field(60.0, description="How long promote/rollback waits for another one to finish.")
-    lock_stale_s: float = Field(600.0, description="A promotion lock older than this is from a dead process.")
+    lock_stale_s: float = Field(60.0, description="A promotion lock whose holder has not beaten its heartbeat (every "
+                                "lock_stale_s/4 s) for this long is from a dead process; a holder whose pid is gone "
+                                "on the same host is detected at once.")
 
 
 class MlflowParams(Section):

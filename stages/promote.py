@@ -24,6 +24,7 @@ import json
 import os
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -203,12 +204,16 @@ def _version(client, name: str, version: str):
 
 class RegistryLock:
     """Mutual exclusion across processes and machines through the registry itself: creating a registered model
-    whose name exists fails atomically on the server. A lock older than `stale_s` is from a dead holder."""
+    whose name exists fails atomically on the server. The holder records its host and pid and beats a heartbeat
+    tag every stale_s/4 seconds; a waiter breaks the lock at once when the holder's pid is gone on the waiter's own
+    host, and otherwise when the last beat is older than `stale_s` (a holder killed on another machine)."""
 
     def __init__(self, client, name: str, timeout_s: float, stale_s: float, holder: str):
         self.client, self.name = client, f"{name}.promotion-lock"
         self.timeout_s, self.stale_s = timeout_s, stale_s
         self.token = f"{holder}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
 
     def __enter__(self):
         from mlflow.exceptions import MlflowException
@@ -216,35 +221,65 @@ class RegistryLock:
         deadline = time.monotonic() + self.timeout_s
         while True:
             try:
+                now = str(time.time())
                 self.client.create_registered_model(
-                    self.name, tags={"holder": self.token, "since": str(time.time())},
+                    self.name, tags={"holder": self.token, "since": now, "heartbeat": now,
+                                     "host": socket.gethostname(), "pid": str(os.getpid())},
                     description="held while videorft promote/rollback moves an alias; delete it if stale")
-                return self
+                return self._start_beating()
             except MlflowException as e:
                 # ALREADY_EXISTS: held. DOES_NOT_EXIST: the server lost the insert race, then found the lock
                 # already released when it looked it up to say so. Either way: look again.
                 if not any(c in str(e.error_code) for c in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST")):
                     raise
             holder = self._holder()
-            if holder and holder[0] == self.token:
-                return self  # our create succeeded but its answer was lost and the client retried
-            if holder and time.time() - holder[1] > self.stale_s:
-                print(f"promote: breaking stale lock {self.name} held by {holder[0]}")
-                self._delete(holder[0])
+            if holder and holder["token"] == self.token:
+                return self._start_beating()  # our create succeeded but its answer was lost and the client retried
+            why = holder and self._dead(holder)
+            if why:
+                print(f"promote: breaking the lock {self.name} held by {holder['token']}: {why}")
+                self._delete(holder["token"])
                 continue
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name} is held by {holder[0] if holder else '?'}; "
+                raise TimeoutError(f"{self.name} is held by {holder['token'] if holder else '?'}; "
                                    f"another promotion is running (waited {self.timeout_s:.0f} s)")
             time.sleep(0.2)
 
-    def _holder(self) -> tuple[str, float] | None:
+    def _dead(self, holder: dict) -> str | None:
+        """Why the holder is gone, or None while it may be alive."""
+        if holder["host"] == socket.gethostname() and holder["pid"] is not None and not pid_alive(holder["pid"]):
+            return f"its process {holder['pid']} on this host has exited"
+        silent = time.time() - holder["beat"]
+        if silent > self.stale_s:
+            return f"no heartbeat for {silent:.0f} s (lock_stale_s {self.stale_s:.0f})"
+        return None
+
+    def _start_beating(self):
+        def beat():
+            while not self._stop.wait(max(self.stale_s / 4, 0.05)):
+                holder = self._holder()
+                if holder is None or holder["token"] != self.token:
+                    return  # broken by a waiter who thought us dead: never refresh someone else's lock
+                try:
+                    self.client.set_registered_model_tag(self.name, "heartbeat", str(time.time()))
+                except Exception:  # a lost beat is retried at the next one; the waiter's margin covers it
+                    pass
+
+        self._beat = threading.Thread(target=beat, name="promotion-lock-heartbeat", daemon=True)
+        self._beat.start()
+        return self
+
+    def _holder(self) -> dict | None:
         from mlflow.exceptions import MlflowException
 
         try:
             tags = self.client.get_registered_model(self.name).tags
-            return tags.get("holder", "?"), float(tags.get("since", "0"))
         except MlflowException:
             return None  # released meanwhile
+        pid = tags.get("pid")
+        return {"token": tags.get("holder", "?"), "host": tags.get("host"),
+                "pid": int(pid) if pid and pid.isdigit() else None,
+                "beat": max(float(tags.get("since", "0")), float(tags.get("heartbeat", "0")))}
 
     def _delete(self, token: str) -> None:
         """Delete the lock only while `token` holds it (a waiter breaking a stale lock must not delete the fresh
@@ -252,7 +287,7 @@ class RegistryLock:
         from mlflow.exceptions import MlflowException
 
         holder = self._holder()
-        if holder is None or holder[0] != token:
+        if holder is None or holder["token"] != token:
             return
         try:
             self.client.delete_registered_model(self.name)
@@ -260,7 +295,20 @@ class RegistryLock:
             pass  # someone else released or broke it first: the next create decides
 
     def __exit__(self, *exc):
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
         self._delete(self.token)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
 
 
 def record(client, name: str, version: str, decision: dict) -> None:

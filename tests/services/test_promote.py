@@ -164,3 +164,56 @@ def test_lock_held_stale_and_unknown_version(mlflow_server, make_candidate, tmp_
     assert not client.search_registered_models(f"name = '{lock}'")
     with pytest.raises(LookupError, match="no version 99"):
         promote(client, name, p, "99", by="t")
+
+
+def test_a_promoter_killed_while_holding_the_lock_does_not_block_the_next(mlflow_server, make_candidate, tmp_path):
+    """SIGKILL a process that holds the lock: the next promotion on this host sees its pid gone and breaks the
+    lock at once (not after lock_stale_s), naming the reason."""
+    name = f"kill-{uuid.uuid4().hex[:8]}"
+    client = MlflowClient(mlflow_server.uri)
+    v = registered(make_candidate, tmp_path, name, shifted(BASE, tg=0.15, tracking=0.1))
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from mlflow import MlflowClient; from stages.promote import RegistryLock\n"
+        f"with RegistryLock(MlflowClient({mlflow_server.uri!r}), {name!r}, 5, 600, 'victim'):\n"
+        "    print('held', flush=True); time.sleep(600)\n")], stdout=subprocess.PIPE, text=True,
+        cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert holder.stdout.readline().strip() == "held"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert client.search_registered_models(f"name = '{name}.promotion-lock'")  # left behind
+    t0 = time.monotonic()
+    p = PromoteParams(lock_timeout_s=30.0, lock_stale_s=600.0, **GATE)
+    assert promote(client, name, p, v, by="t")["decision"] == "promoted"
+    assert time.monotonic() - t0 < 30  # broken because the pid is gone, not waited out
+
+
+def test_a_live_holder_keeps_its_lock_past_lock_stale_s_by_its_heartbeat(mlflow_server):
+    """A holder busy for longer than lock_stale_s is not taken for dead: its heartbeat keeps the lock fresh."""
+    import threading
+
+    from stages.promote import RegistryLock
+
+    client = MlflowClient(mlflow_server.uri)
+    name = f"beat-{uuid.uuid4().hex[:8]}"
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with RegistryLock(client, name, 5, 2.0, "busy"):
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert held.wait(10)
+        with pytest.raises(TimeoutError, match="busy"):  # waited 4.5 s > lock_stale_s 2 s: still held
+            with RegistryLock(client, name, 4.5, 2.0, "waiter"):
+                pass
+    finally:
+        release.set()
+        t.join()
+    with RegistryLock(client, name, 5, 2.0, "after"):  # released normally
+        pass
+    assert not client.search_registered_models(f"name = '{name}.promotion-lock'")
