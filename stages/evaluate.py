@@ -160,7 +160,7 @@ def generate_outputs(name_or_path: str, rows: list[dict], p: EvaluateParams) -> 
     from stages.rl.generate import generate, load_policy
 
     model, processor = load_policy(name_or_path)
-    return generate(model, processor, rows, p.max_new_tokens, p.batch_size)
+    return generate(model, processor, rows, p.max_new_tokens, p.batch_size, desc=f"evaluate {name_or_path}")
 
 
 def baseline_outputs(name_or_path: str, rows: list[dict], p: EvaluateParams,

@@ -22,8 +22,13 @@ def load_policy(name_or_path: str, device: str | None = None):
 
 
 @torch.no_grad()
-def generate(model, processor, rows: list[dict], max_new_tokens: int, batch_size: int = 4) -> list[str]:
-    """rows carry prompt (text), frames (path), fps. Returns one decoded completion per row, in order."""
+def generate(model, processor, rows: list[dict], max_new_tokens: int, batch_size: int = 4,
+             desc: str | None = None) -> list[str]:
+    """rows carry prompt (text), frames (path), fps. Returns one decoded completion per row, in order.
+    With `desc`, a progress bar (samples) on stderr."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(rows), desc=desc, unit="sample", disable=desc is None)
     tok = processor.tokenizer
     cfg = model.config
     device = next(model.parameters()).device
@@ -47,4 +52,6 @@ def generate(model, processor, rows: list[dict], max_new_tokens: int, batch_size
             pad_token_id=tok.pad_token_id, eos_token_id=cfg.text_config.eos_token_id,
         )
         outputs += tok.batch_decode(out[:, width:], skip_special_tokens=True)
+        bar.update(len(chunk))
+    bar.close()
     return outputs
