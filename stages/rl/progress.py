@@ -2,14 +2,10 @@
 reward parts, KL and step time. Everything still goes to MLflow in full (stages/train.py MlflowLogger)."""
 from __future__ import annotations
 
-TOTAL_KEYS = ("train_runtime", "train_loss")
-
 
 def log_line(logs: dict, step: int, max_steps: int, tasks: list[str]) -> str | None:
-    """The line for one log event; None for events with nothing to say (e.g. a bare learning-rate log)."""
-    if "train_runtime" in logs:  # the end-of-training summary
-        return (f"train: {step} steps in {float(logs['train_runtime']):.0f} s, "
-                f"mean loss {float(logs.get('train_loss', float('nan'))):.4g}")
+    """The line for one log event; None for events with nothing to say (a bare learning-rate log, or the
+    end-of-training totals: the stage prints its own summary line)."""
     if "reward" not in logs:
         return None
     fields = [f"step {step}/{max_steps}", f"reward {float(logs['reward']):.3f}"]
