@@ -12,7 +12,7 @@ from pathlib import Path
 
 from stages import lineage
 from stages.params import MlflowParams, load_params
-from stages.tracking import HTTP_DEFAULTS, require_reachable
+from stages.tracking import HTTP_DEFAULTS, ensure_experiment, require_reachable
 
 
 def resolve_tracking(ws: str | Path) -> tuple[str, str]:
@@ -38,8 +38,7 @@ class FlowRuns:
         require_reachable(uri)
         self.uri, self.experiment, self.flow_run_id, self.commit = uri, experiment, flow_run_id, commit
         self.client = MlflowClient(tracking_uri=uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        self.experiment_id = ensure_experiment(self.client, experiment)
         self.parent_id: str | None = None
         self._started: dict[str, float] = {}
 

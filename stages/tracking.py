@@ -24,6 +24,14 @@ HTTP_DEFAULTS = {
 }
 
 
+# The experiment kind MLflow's UI reads from the tag `mlflow.experimentKind` to choose an experiment's view; an
+# experiment without it may open in the GenAI (traces) view. The values are the UI's ExperimentKind enum (MLflow
+# 3.17, mlflow/server/js): "custom_model_development" is what the UI writes when a user picks "Machine learning"
+# (training runs, metrics and models); MLflow's Python package has no constant for it.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 class TrackingUnavailable(RuntimeError):
     """The MLflow tracking server cannot be reached; the message names its URI."""
 
@@ -51,6 +59,24 @@ def require_reachable(uri: str, timeout: float = 10.0) -> None:
                               f"MLFLOW_TRACKING_URI, then retry")
 
 
+def ensure_experiment(client, name: str) -> str:
+    """The id of experiment `name`, created if missing, with the model-training kind tag unless the experiment
+    already names a kind (a user's choice in the UI stays)."""
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except MlflowException as e:  # another process created it first
+            if "RESOURCE_ALREADY_EXISTS" not in str(e.error_code):
+                raise
+            exp = client.get_experiment_by_name(name)
+    if exp.lifecycle_stage == "active" and EXPERIMENT_KIND_TAG not in exp.tags:
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return exp.experiment_id
+
+
 def setup(p: MlflowParams, experiment: bool = True) -> str:
     import mlflow
 
@@ -60,7 +86,8 @@ def setup(p: MlflowParams, experiment: bool = True) -> str:
     uri = tracking_uri(p)
     mlflow.set_tracking_uri(uri)
     if experiment:
-        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or p.experiment)
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or p.experiment
+        mlflow.set_experiment(experiment_id=ensure_experiment(mlflow.MlflowClient(uri), name))
     return uri
 
 
