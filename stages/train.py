@@ -140,8 +140,14 @@ class MlflowLogger:
         return _Logger()
 
 
+def run_name(p: TrainParams, model_p: ModelParams, fingerprint: str) -> str:
+    """What a user scanning MLflow's runs list needs to tell training runs apart: loss, tasks, model family, and
+    the start of the checkpoint fingerprint (same params, model and data: same name; a resumed run keeps it)."""
+    return f"train-{p.loss_type}-{'+'.join(p.tasks)}-{model_p.family}-{fingerprint[:6]}"
+
+
 @contextlib.contextmanager
-def mlflow_run(is_main: bool, mlflow_p: MlflowParams, run_file: Path, resuming: bool, family: str):
+def mlflow_run(is_main: bool, mlflow_p: MlflowParams, run_file: Path, resuming: bool, name: str):
     """The stage's MLflow run on rank 0 (none elsewhere). A resumed training run continues its MLflow run, so
     its curves stay one series."""
     if not is_main:
@@ -155,12 +161,12 @@ def mlflow_run(is_main: bool, mlflow_p: MlflowParams, run_file: Path, resuming: 
     previous = json.loads(run_file.read_text()).get("run_id") if (resuming and run_file.exists()) else None
     nested = mlflow.active_run() is not None
     try:
-        active = mlflow.start_run(run_id=previous, nested=nested) if previous else None
+        active = mlflow.start_run(run_id=previous, run_name=name, nested=nested) if previous else None
     except Exception as e:  # the tracking store no longer has it (another database): start a new run
         print(f"train: cannot continue MLflow run {previous} ({e}); starting a new one", file=sys.stderr)
         active = None
     if active is None:
-        active = mlflow.start_run(run_name=f"train-{family}", nested=nested)
+        active = mlflow.start_run(run_name=name, nested=nested)  # also names the run a flow made (MLFLOW_RUN_ID)
     run_file.parent.mkdir(parents=True, exist_ok=True)
     write_json(run_file, {"run_id": active.info.run_id})
     with active:
@@ -222,7 +228,8 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
     model, processor = policy.load(model_p, p.bf16, use_cpu)
     frozen = policy.freeze_vision_tower(model) if p.freeze_vision_tower else 0
     t0 = time.time()
-    with mlflow_run(is_main, mlflow_p, run_dir / "mlflow_run.json", resume_from is not None, model_p.family) as active:
+    with mlflow_run(is_main, mlflow_p, run_dir / "mlflow_run.json", resume_from is not None,
+                    run_name(p, model_p, fp)) as active:
         if active is not None:
             mlflow.set_tags({"stage": "train", "model": model_p.name_or_path, "fingerprint": fp})
             if resume_from is None:
