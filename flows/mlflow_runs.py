@@ -44,11 +44,13 @@ class FlowRuns:
 
     def _tags(self, extra: dict) -> dict[str, str]:
         return {lineage.TAG_FLOW_RUN_ID: self.flow_run_id, lineage.TAG_GIT_COMMIT: self.commit,
-                **{k: str(v) for k, v in extra.items()}}
+                **lineage.owner_tags(), **{k: str(v) for k, v in extra.items()}}
 
     def start_parent(self, run_name: str, tags: dict) -> str:
+        """The flow run's parent run; runs that killed processes of this host left RUNNING are marked KILLED."""
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=self._tags(tags))
         self.parent_id = run.info.run_id
+        lineage.kill_orphaned_runs(self.client, self.experiment_id, print)
         return self.parent_id
 
     def start_stage(self, stage: str) -> str:

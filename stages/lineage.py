@@ -11,12 +11,18 @@ before running a stage, that stage's nested run; it hands both to the stage proc
 
 Stages stay free of Prefect: they read plain environment variables, and run the same without them (`dvc repro`
 alone gives a top-level run). `start_stage_run` is the one call a stage needs; it works in all three cases.
+
+Every run records the process that owns it (tags videorft.host, videorft.pid). A process killed without a chance
+to end its run (SIGKILL, the OOM killer) leaves it RUNNING for ever; the next stage or flow that starts a run in
+the experiment marks such runs KILLED (`kill_orphaned_runs`): only runs of its own host whose pid is gone.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
+import sys
 from typing import Iterator
 
 RUN_ID = "MLFLOW_RUN_ID"
@@ -29,6 +35,9 @@ GIT_COMMIT = "VIDEORFT_GIT_COMMIT"
 TAG_FLOW_RUN_ID = "prefect.flow_run_id"
 TAG_GIT_COMMIT = "git_commit"
 TAG_STAGE = "stage"
+# The process that owns a run (it ends the run); see kill_orphaned_runs.
+TAG_HOST = "videorft.host"
+TAG_PID = "videorft.pid"
 
 
 def git_commit(cwd: str | os.PathLike = ".") -> str:
@@ -62,16 +71,51 @@ def lineage_tags(env: dict | None = None) -> dict[str, str]:
     return tags
 
 
+def owner_tags() -> dict[str, str]:
+    """Tags naming this process as the owner of a run."""
+    return {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())}
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
+
+
+def kill_orphaned_runs(client, experiment_id: str, say=None) -> list[str]:
+    """Mark KILLED the runs of an experiment left RUNNING by a process of this host that no longer exists; runs of
+    other hosts, of live processes and without owner tags are left alone. Returns their ids; `say` gets one line
+    per run (default: stderr)."""
+    host = socket.gethostname()
+    runs = client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.`{TAG_HOST}` = '{host}'")
+    killed = []
+    for run in runs:
+        pid = run.data.tags.get(TAG_PID, "")
+        if not pid.isdigit() or pid_alive(int(pid)):
+            continue
+        client.set_terminated(run.info.run_id, "KILLED")
+        killed.append(run.info.run_id)
+        (say or (lambda m: print(m, file=sys.stderr)))(
+            f"MLflow run {run.info.run_id} ({run.info.run_name}) was left RUNNING by process {pid} on {host}, "
+            "which is gone: marked KILLED")
+    return killed
+
+
 def stage_run_kwargs(stage: str, run_name: str | None = None, tags: dict | None = None) -> dict:
     """Arguments for `mlflow.start_run` that honour the contract (for stages that manage the run themselves):
 
     Under a flow: MLflow resumes the run the flow created for this stage (MLFLOW_RUN_ID); with only a parent
     given, the run is nested under it. Inside another active run: nested under that one. Alone: a new run.
-    Every case tags the run with the stage, the commit and, under a flow, the Prefect flow run id.
+    Every case tags the run with the stage, the commit, its owner process and, under a flow, the Prefect flow run id.
     """
     import mlflow
 
-    kwargs: dict = {"run_name": run_name, "tags": {TAG_STAGE: stage, **lineage_tags(), **(tags or {})}}
+    kwargs: dict = {"run_name": run_name,
+                    "tags": {TAG_STAGE: stage, **lineage_tags(), **owner_tags(), **(tags or {})}}
     if mlflow.active_run() is not None:
         kwargs["nested"] = True
     elif os.environ.get(PARENT_RUN_ID) and not os.environ.get(RUN_ID):
@@ -81,8 +125,10 @@ def stage_run_kwargs(stage: str, run_name: str | None = None, tags: dict | None 
 
 @contextlib.contextmanager
 def start_stage_run(stage: str, run_name: str | None = None, tags: dict | None = None) -> Iterator:
-    """Start the MLflow run of `stage` (call after `stages.tracking.setup`) and yield it: see stage_run_kwargs."""
+    """Start the MLflow run of `stage` (call after `stages.tracking.setup`) and yield it: see stage_run_kwargs.
+    Runs of its experiment that killed processes of this host left RUNNING are marked KILLED."""
     import mlflow
 
     with mlflow.start_run(**stage_run_kwargs(stage, run_name, tags)) as run:
+        kill_orphaned_runs(mlflow.MlflowClient(), run.info.experiment_id, lambda m: print(f"{stage}: {m}"))
         yield run

@@ -34,6 +34,7 @@ from pathlib import Path
 from stages import bootstrap
 from stages import tasks as task_registry
 from stages.evaluate import EVAL_SAMPLES  # register ships it in the model, tagged eval_samples_sha256
+from stages.lineage import pid_alive
 from stages.params import PromoteParams
 
 NO_PRODUCTION = "none"
@@ -299,16 +300,6 @@ class RegistryLock:
         if self._beat is not None:
             self._beat.join()
         self._delete(self.token)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by another user
-    return True
 
 
 def record(client, name: str, version: str, decision: dict) -> None:

@@ -149,24 +149,28 @@ def run_name(p: TrainParams, model_p: ModelParams, fingerprint: str) -> str:
 @contextlib.contextmanager
 def mlflow_run(is_main: bool, mlflow_p: MlflowParams, run_file: Path, resuming: bool, name: str):
     """The stage's MLflow run on rank 0 (none elsewhere). A resumed training run continues its MLflow run, so
-    its curves stay one series."""
+    its curves stay one series: back to RUNNING, owned by this process, FINISHED at the end. Runs that killed
+    training processes of this host left RUNNING are marked KILLED (stages/lineage.py)."""
     if not is_main:
         yield None
         return
     import mlflow
 
+    from stages.lineage import kill_orphaned_runs, owner_tags
     from stages.tracking import setup
 
     setup(mlflow_p)
     previous = json.loads(run_file.read_text()).get("run_id") if (resuming and run_file.exists()) else None
     nested = mlflow.active_run() is not None
     try:
-        active = mlflow.start_run(run_id=previous, run_name=name, nested=nested) if previous else None
+        active = (mlflow.start_run(run_id=previous, run_name=name, nested=nested, tags=owner_tags())
+                  if previous else None)
     except Exception as e:  # the tracking store no longer has it (another database): start a new run
         print(f"train: cannot continue MLflow run {previous} ({e}); starting a new one", file=sys.stderr)
         active = None
-    if active is None:
-        active = mlflow.start_run(run_name=name, nested=nested)  # also names the run a flow made (MLFLOW_RUN_ID)
+    if active is None:  # also names and owns the run a flow made (MLFLOW_RUN_ID)
+        active = mlflow.start_run(run_name=name, nested=nested, tags=owner_tags())
+    kill_orphaned_runs(mlflow.MlflowClient(), active.info.experiment_id, lambda m: print(f"train: {m}"))
     run_file.parent.mkdir(parents=True, exist_ok=True)
     write_json(run_file, {"run_id": active.info.run_id})
     with active:

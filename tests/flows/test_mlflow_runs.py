@@ -1,12 +1,43 @@
 """What a user of the MLflow UI sees of the project's runs, with a real MLflow store (SQLite in a tmp dir): the
-experiments open in the model-training view (experiment kind tag); training runs are named after what ran."""
+experiments open in the model-training view (experiment kind tag); training runs are named after what ran; a run
+whose process was SIGKILLed is marked KILLED by the next stage that starts, and a resumed training run finishes."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
 import mlflow
 from mlflow import MlflowClient
 
 from flows.mlflow_runs import FlowRuns
-from stages import tracking
+from stages import lineage, tracking
 from stages.params import MlflowParams, ModelParams, TrainParams
 from stages.train import mlflow_run, run_name
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A stage process that starts its run (`start_stage_run`, or training's own `mlflow_run`) and waits to be killed.
+STARTS_AND_WAITS = """
+import sys, time
+from pathlib import Path
+from stages.params import MlflowParams
+from stages.tracking import setup
+uri, experiment, how, run_file = sys.argv[1:5]
+mp = MlflowParams(tracking_uri=uri, experiment=experiment)
+if how == "stage":
+    from stages.lineage import start_stage_run
+    setup(mp)
+    run_cm = start_stage_run("ingest", run_name="ingest-killed")
+else:
+    from stages.train import mlflow_run
+    run_cm = mlflow_run(True, mp, Path(run_file), False, "train-killed")
+with run_cm as run:
+    print(run.info.run_id, flush=True)
+    time.sleep(600)
+"""
 
 
 def _store(tmp_path, monkeypatch) -> str:
@@ -47,3 +78,47 @@ def test_training_runs_are_named_after_loss_tasks_model_and_fingerprint(tmp_path
     run = MlflowClient(uri).get_run(first)
     assert run.info.run_name == name and run.info.status == "FINISHED"
     assert mlflow.active_run() is None
+
+
+def test_runs_of_sigkilled_processes_are_marked_killed_and_a_resumed_training_run_finishes(tmp_path, monkeypatch):
+    uri = _store(tmp_path, monkeypatch)
+    mp, run_file = MlflowParams(tracking_uri=uri, experiment="killed"), tmp_path / "ckpt" / "mlflow_run.json"
+    client = MlflowClient(uri)
+    exp_id = tracking.ensure_experiment(client, "killed")  # the database exists before two processes open it
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {"PYTHONPATH": str(ROOT)}
+    procs = {how: subprocess.Popen([sys.executable, "-c", STARTS_AND_WAITS, uri, "killed", how, str(run_file)],
+                                   cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) for how in ("stage", "train")}
+    try:
+        ids = {how: proc.stdout.readline().strip() for how, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    assert all(ids.values()), ids
+    dead = str(procs["stage"].pid)
+    assert client.get_run(ids["stage"]).data.tags[lineage.TAG_PID] == dead
+    assert {client.get_run(i).info.status for i in ids.values()} == {"RUNNING"}  # what SIGKILL leaves
+    host = socket.gethostname()
+    untouched = [client.create_run(exp_id, run_name=n, tags=t).info.run_id for n, t in (
+        ("other-host", {lineage.TAG_HOST: "elsewhere", lineage.TAG_PID: dead}),
+        ("alive", {lineage.TAG_HOST: host, lineage.TAG_PID: str(os.getpid())}),
+        ("no-owner", {}))]
+
+    # training starts again and resumes its run (same checkpoint): its own run goes on, the other is KILLED
+    with mlflow_run(True, mp, run_file, True, "train-killed") as active:
+        assert active.info.run_id == ids["train"]
+        run = client.get_run(ids["train"])
+        assert run.info.status == "RUNNING" and run.data.tags[lineage.TAG_PID] == str(os.getpid())
+        assert client.get_run(ids["stage"]).info.status == "KILLED"
+    assert client.get_run(ids["train"]).info.status == "FINISHED"
+
+    # any stage starting its run, and a flow starting its parent run, do the same
+    for start in ("stage", "flow"):
+        orphan = client.create_run(exp_id, run_name="orphan", tags={lineage.TAG_HOST: host, lineage.TAG_PID: dead})
+        if start == "stage":
+            with lineage.start_stage_run("evaluate", run_name="evaluate-now") as run:
+                assert run.data.tags[lineage.TAG_PID] == str(os.getpid())
+        else:
+            FlowRuns(uri, "killed", flow_run_id="f", commit="c").start_parent("retrain-now", {})
+        assert client.get_run(orphan.info.run_id).info.status == "KILLED", start
+    assert [client.get_run(i).info.status for i in untouched] == ["RUNNING"] * 3

@@ -58,6 +58,12 @@ def metric_series(root: Path, run_id: str) -> dict[str, dict[int, float]]:
     return {n: {m.step: m.value for m in client.get_metric_history(run_id, n)} for n in names}
 
 
+def mlflow_run_info(root: Path, run_id: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db").get_run(run_id).info
+
+
 def test_killed_run_resumes_with_the_same_next_steps(answering_model, frame_files, tmp_path):
     from safetensors.torch import load_file
 
@@ -84,12 +90,17 @@ def test_killed_run_resumes_with_the_same_next_steps(answering_model, frame_file
     ckpts = sorted(p.name for p in (ws / "ckpt").glob("*/checkpoint-*"))
     assert ckpts == [f"checkpoint-{SAVE}"], ckpts
     assert not (ws / "run" / "train_summary.json").exists()
+    killed_run = json.loads(next((ws / "ckpt").glob("*/mlflow_run.json")).read_text())["run_id"]
+    assert mlflow_run_info(ws, killed_run).status == "RUNNING"  # what SIGKILL leaves
 
     out = train(ws, env)  # the stage finds the matching checkpoint by itself
     assert f"resuming from {ws / 'ckpt'}" in out.stdout
     summary = json.loads((ws / "run" / "train_summary.json").read_text())
     assert summary["resumed_from_step"] == SAVE and summary["steps"] == STEPS
     assert summary["fingerprint"] == ref_summary["fingerprint"]
+    info = mlflow_run_info(ws, summary["mlflow_run_id"])  # the same run, resumed and ended normally
+    assert summary["mlflow_run_id"] == killed_run and info.status == "FINISHED"
+    assert info.run_name == f"train-grpo-tg+qa-qwen2_5_vl-{summary['fingerprint'][:6]}"
 
     # steps 3 and 4 match the uninterrupted run: rewards per task (same prompts), loss, KL, gradient norm
     got = metric_series(ws, summary["mlflow_run_id"])  # one MLflow run across the kill
