@@ -3,6 +3,13 @@ with which parameters, how it scored against its base model, and the lineage to 
 from __future__ import annotations
 
 HEADLINE = ("mIoU", "R@0.5", "accuracy", "evidence_mIoU", "Acc@GQA", "AO", "SR@0.5", "parse_rate")
+# MLflow's SQL stores keep a model version's description in a VARCHAR(5000)
+# (mlflow/store/model_registry/dbmodels/models.py); PostgreSQL refuses a longer one.
+DESCRIPTION_MAX = 5000
+# Card sections a description leaves out, in this order, until it fits: the training parameters are the training
+# run's params, the lineage is the version's tags.
+_LEFT_OUT = ("Training parameters", "Lineage", "Prompt templates", "Load")
+_WHOLE = "the whole card is `MODEL_CARD.md` in the model's files"
 
 
 def _fmt(v) -> str:
@@ -69,7 +76,8 @@ def render(model_name: str, summary: dict, eval_result: dict, lineage: dict[str,
                       f"{general.get('tolerance')}: {_kept(general.get('kept'))}."]
     lines += ["", "## Prompt templates", ""] + [f"- `prompts/{f}`" for f in prompt_files]
     lines += ["", "## Lineage", "", "| tag | value |", "|---|---|"]
-    lines += [f"| {k} | `{v}` |" for k, v in sorted(lineage.items()) if not k.startswith("metric.")]
+    lines += [f"| {k} | `{v}` |" for k, v in sorted(lineage.items())
+              if not k.startswith("metric.") and k != "intervals"]  # both are in the evaluation table
     lines += ["", "## Load", "", "```python",
               "import mlflow",
               f"path = mlflow.artifacts.download_artifacts('models:/{model_name}@production')",
@@ -78,3 +86,19 @@ def render(model_name: str, summary: dict, eval_result: dict, lineage: dict[str,
               "processor = AutoProcessor.from_pretrained(path)",
               "```", ""]
     return "\n".join(lines)
+
+
+def description(card: str, limit: int = DESCRIPTION_MAX) -> str:
+    """The card as a model version's description: whole when it fits in `limit` characters, else without its
+    reference sections (_LEFT_OUT, each replaced by a line saying where it is), cut at a line as a last resort."""
+    sections = card.split("\n## ")
+    for title in _LEFT_OUT:
+        if len("\n## ".join(sections)) <= limit:
+            break
+        sections = [f"{title}\n\nLeft out here: {_WHOLE}.\n" if s.startswith(title + "\n") else s for s in sections]
+    text = "\n## ".join(sections)
+    if len(text) <= limit:
+        return text
+    note = f"\n\n(cut here: {_WHOLE})\n"
+    cut = text.rfind("\n", 0, limit - len(note))
+    return text[:cut if cut > 0 else limit - len(note)] + note

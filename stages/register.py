@@ -1,9 +1,10 @@
 """Stage register: the trained checkpoint becomes an MLflow logged model (checkpoint + processor + the prompt
-templates + a generated model card), then a registered model version tagged with its lineage (git commit, DVC
-hashes of the data, params hash, training run, metrics) and the alias `staging`.
+templates + a generated model card), then a registered model version whose description is the model card, tagged
+with its lineage (git commit, DVC hashes of the data, params hash, training run, evaluation inputs) and the gate's
+headline metrics, and the alias `staging`. Every metric stays in the training run and the card.
 
 Idempotent and restartable, keyed by the training run id (tag `train_run_id`):
-  1. a version of this training run exists  -> reuse it (refresh its metric tags if evaluate re-ran; alias);
+  1. a version of this training run exists  -> reuse it (refresh its tags and card if evaluate re-ran; alias);
   2. a logged model of this run exists      -> READY: register it; PENDING (an attempt killed mid-upload):
                                                upload again into it and finalize it; FAILED: delete it;
   3. otherwise create the logged model, upload, finalize READY, register;
@@ -34,9 +35,6 @@ from stages.tracking import TrackingUnavailable, is_http, metric_name, require_r
 # Training-output files that are not part of the model: trainer checkpoints (optimizer state) and the
 # pickled TrainingArguments (a pickle is never shipped).
 _NOT_SHIPPED = {"checkpoints", "training_args.bin"}
-# The `intervals` tag stays far below what any tracking server stores in a tag (MLflow 3: 100,000 characters;
-# older servers: 5,000); past this it keeps the headline metrics only.
-INTERVALS_TAG_MAX = 4000
 
 
 def git_commit(repo: str = ".") -> str:
@@ -63,22 +61,19 @@ def dvc_hashes(lock_path: str | os.PathLike, outs: list[str]) -> dict[str, str]:
 
 
 def intervals_tag(eval_result: dict) -> str | None:
-    """The evaluation's intervals as short JSON: level, resamples, seed, method and "<task>.<metric>": [delta, lo,
-    hi] (only the headline metrics if all of them would not fit in INTERVALS_TAG_MAX)."""
+    """The evaluation's intervals of the headline metrics as short JSON: level, resamples, seed, method and
+    "<task>.<metric>": [delta, lo, hi] (the card has every metric's)."""
     ivs = eval_result.get("intervals")
     if not ivs:
         return None
-    cells = {f"{t}.{k}": [round(iv[x], 4) for x in ("delta", "lo", "hi")]
-             for t, m in ivs.items() for k, iv in m.items()}
-    text = json.dumps({**(eval_result.get("interval") or {}), **cells}, sort_keys=True, separators=(",", ":"))
-    if len(text) > INTERVALS_TAG_MAX:
-        cells = {f"{t}.{HEADLINE[t]}": cells[f"{t}.{HEADLINE[t]}"] for t in ivs if f"{t}.{HEADLINE.get(t)}" in cells}
-        text = json.dumps({**(eval_result.get("interval") or {}), **cells}, sort_keys=True, separators=(",", ":"))
-    return text
+    cells = {f"{t}.{HEADLINE[t]}": [round(m[HEADLINE[t]][x], 4) for x in ("delta", "lo", "hi")]
+             for t, m in ivs.items() if HEADLINE.get(t) in m}
+    return json.dumps({**(eval_result.get("interval") or {}), **cells}, sort_keys=True, separators=(",", ":"))
 
 
 def lineage_tags(summary: dict, eval_result: dict, *, commit: str, data_hashes: dict[str, str],
                  params_sha256: str, eval_samples_sha256: str | None = None) -> dict[str, str]:
+    """The version's tags: where it came from, and per task the candidate's headline metric and its interval."""
     tags = {
         "train_run_id": summary["mlflow_run_id"],
         "base_model": summary["base_model"],
@@ -86,20 +81,29 @@ def lineage_tags(summary: dict, eval_result: dict, *, commit: str, data_hashes: 
         "params_sha256": params_sha256,
         "eval_inputs_sha256": eval_result.get("inputs_sha256", "unknown"),
         "model_sha256": eval_result["candidate"].get("model_sha256", "unknown"),
-        # machine-readable metrics for the promotion gate (raw metric names, JSON)
-        "metrics": json.dumps(eval_result["candidate"]["metrics"], sort_keys=True),
-        "baseline_metrics": json.dumps(eval_result["baseline"]["metrics"], sort_keys=True),
     }
     if eval_samples_sha256:  # the per-sample rows the promotion gate resamples (shipped in the model)
         tags["eval_samples_sha256"] = eval_samples_sha256
     if (intervals := intervals_tag(eval_result)) is not None:
         tags["intervals"] = intervals
     tags.update({f"dvc.{path}": h for path, h in data_hashes.items()})
-    for prefix, who in (("metric", "candidate"), ("baseline", "baseline")):
-        for task, metrics in eval_result[who]["metrics"].items():
-            for k, v in metrics.items():
-                tags[metric_name(f"{prefix}.{task}.{k}")] = f"{v:.6g}" if isinstance(v, float) else str(v)
+    for task, metrics in eval_result["candidate"]["metrics"].items():
+        if (k := HEADLINE.get(task)) in metrics:
+            v = metrics[k]
+            tags[metric_name(f"metric.{task}.{k}")] = f"{v:.6g}" if isinstance(v, float) else str(v)
     return tags
+
+
+def refresh_version(client, name: str, version, tags: dict[str, str], description: str) -> None:
+    """Bring a version registered earlier up to date: changed tags, the card as description, no old metric tags."""
+    for k, v in tags.items():
+        if version.tags.get(k) != v:
+            client.set_model_version_tag(name, version.version, k, v)
+    for k in version.tags:  # metric tags of versions registered before the tags were kept to lineage
+        if k not in tags and (k.startswith(("metric.", "baseline.")) or k in ("metrics", "baseline_metrics")):
+            client.delete_model_version_tag(name, version.version, k)
+    if (version.description or "") != description:
+        client.update_model_version(name, version.version, description=description)
 
 
 def prompt_files(prompt_dir: str | None) -> list[Path]:
@@ -264,12 +268,10 @@ def _register(client, uri, p, model_dir, eval_path, prompt_dir, params, lock_pat
                 shutil.copy2(samples, fresh / EVAL_SAMPLES)
                 (fresh / "MODEL_CARD.md").write_text(card()[1], encoding="utf-8")
                 client.log_model_artifacts(version.source.removeprefix("models:/"), str(fresh))
-            for k, v in tags.items():
-                if version.tags.get(k) != v:
-                    client.set_model_version_tag(p.model_name, version.version, k, v)
         else:
             model_id = logged_model_for(client, p, summary, tags, build_dir)
             version = register_version(client, p, model_id, tags)
+        refresh_version(client, p.model_name, version, tags, model_card.description(card()[1]))
     set_alias(client, p.model_name, p.alias, version.version)
     record = {
         "model_name": p.model_name, "version": str(version.version), "alias": p.alias, "reused": reused,

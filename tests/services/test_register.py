@@ -15,7 +15,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus
 
-from stages import register
+from stages import model_card, register
 from stages.params import MlflowParams, Params, RegisterParams
 from stages.tasks import PROMPT_DIR
 from tests.eval_tables import base_values, samples, shifted
@@ -54,7 +54,8 @@ def test_register_twice_makes_one_version_with_lineage_and_artifacts(mlflow_serv
     assert t["train_run_id"] == run_id and t["base_model"] == "tiny-base"
     assert t["dvc.data/frames"] == "f" * 32 + ".dir" and t["dvc.data/samples"] == "a" * 32 + ".dir"
     assert len(t["params_sha256"]) == 64 and len(t["git_commit"].split("-")[0]) == 40
-    assert t["metric.tg.mIoU"] == "0.4" and t["baseline.tg.mIoU"] == "0.1" and t["metric.tg.R_0.5"] == "0.4"
+    assert t["metric.tg.mIoU"] == "0.4" and t["metric.qa.accuracy"] == "0.5"  # headline metrics only: lineage
+    assert not any(k.startswith("baseline") or k in ("metrics", "metric.tg.R_0.5") for k in t) and len(t) <= 16
     samples_file = Path(eval_path).parent / "eval_samples.json"
     assert t["eval_samples_sha256"] == hashlib.sha256(samples_file.read_bytes()).hexdigest()
     shown = json.loads(t["intervals"])
@@ -67,6 +68,8 @@ def test_register_twice_makes_one_version_with_lineage_and_artifacts(mlflow_serv
     card = (local / "MODEL_CARD.md").read_text()
     assert run_id in card and "| tg | mIoU | 0.4000 | 0.1000 | 0.3000 | +0.1000 [+0.1000, +0.1000] |" in card
     assert "a" * 32 in card and "95% percentile intervals" in card
+    assert v.description == model_card.description(card) and v.description.startswith(f"# {name}\n")
+    assert "| tg | mIoU | 0.4000 |" in v.description
     assert (local / "eval_samples.json").read_bytes() == samples_file.read_bytes()
     s3 = getattr(mlflow_server, "s3", None)
     if s3 is not None:  # the PostgreSQL server keeps artifacts in the S3 bucket, not on a local disk
@@ -77,14 +80,19 @@ def test_register_twice_makes_one_version_with_lineage_and_artifacts(mlflow_serv
         model_id = v.source.removeprefix("models:/")
         assert any(k.endswith(f"{model_id}/artifacts/model.safetensors") for k in keys), keys[:20]
 
-    # a re-evaluation of the same training run refreshes the version's metric tags and the per-sample rows in
-    # its model (the gate reads them from there), still one version
+    # a re-evaluation of the same training run refreshes the version's metric tags, description and the per-sample
+    # rows in its model (the gate reads them from there), still one version; metric tags of an older register go
+    client.set_model_version_tag(name, v.version, "baseline.tg.mIoU", "0.1")
+    client.set_model_version_tag(name, v.version, "metric.tg.R_0.5", "0.4")
+    client.update_model_version(name, v.version, description="x" * model_card.DESCRIPTION_MAX)  # the most it holds
     Path(eval_path).write_text(Path(eval_path).read_text().replace('"mIoU": 0.4', '"mIoU": 0.45'))
     samples_file.write_text(json.dumps(samples(shifted(base, tg=0.2), base)))
     third = register.run(p, MlflowParams(), model_dir, eval_path, params=Params(), lock_path=str(lock), repo=ROOT)
     assert third["version"] == first["version"] and len(versions_of(client, name, run_id)) == 1
-    t = client.get_model_version(name, first["version"]).tags
-    assert t["metric.tg.mIoU"] == "0.45"
+    refreshed = client.get_model_version(name, first["version"])
+    t = refreshed.tags
+    assert t["metric.tg.mIoU"] == "0.45" and "baseline.tg.mIoU" not in t and "metric.tg.R_0.5" not in t
+    assert "| tg | mIoU | 0.4500 |" in refreshed.description
     assert t["eval_samples_sha256"] == hashlib.sha256(samples_file.read_bytes()).hexdigest()
     again = mlflow.artifacts.download_artifacts(f"models:/{name}/{v.version}/eval_samples.json",
                                                 dst_path=str(tmp_path / "dl2"))
