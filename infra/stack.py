@@ -54,8 +54,11 @@ class PrefectServer(ServerProcess):
 
     def start(self, timeout: float = 120) -> "PrefectServer":
         self.root.mkdir(parents=True, exist_ok=True)
+        # The UI asks /ui-settings where the API is: without these it would be Prefect's default port
+        # (127.0.0.1:4200), not this server's, and the UI would show "Can't connect to Server API".
         env = {**os.environ, **QUIET, "PREFECT_HOME": str(self.root / "home"),
-               "PREFECT_SERVER_DATABASE_CONNECTION_URL": self.database_url, **self.extra_env}
+               "PREFECT_SERVER_DATABASE_CONNECTION_URL": self.database_url, "PREFECT_SERVER_API_HOST": HOST,
+               "PREFECT_SERVER_API_PORT": str(self.port), "PREFECT_UI_API_URL": self.api_url, **self.extra_env}
         env.pop("PREFECT_API_URL", None)  # the server must not talk to another one
         cmd = [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", HOST,
                "--port", str(self.port), "--analytics-off"]

@@ -94,6 +94,32 @@ def test_compose_wiring(compose):
             assert port.startswith("${BIND_ADDRESS:-127.0.0.1}:"), port
 
 
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's `${VAR:-default}` interpolation, nested defaults included (innermost first)."""
+    inner = re.compile(r"\$\{(\w+):-([^${}]*)\}")
+    while inner.search(value):
+        value = inner.sub(lambda m: env.get(m.group(1)) or m.group(2), value)
+    return value
+
+
+@pytest.mark.parametrize("env, browser_api", [
+    ({}, "http://127.0.0.1:4200/api"),
+    ({"BIND_ADDRESS": "10.1.2.3"}, "http://10.1.2.3:4200/api"),
+    ({"BIND_ADDRESS": "0.0.0.0", "PREFECT_UI_API_URL": "https://prefect.example.org/api"},
+     "https://prefect.example.org/api"),
+])
+def test_compose_prefect_ui_finds_the_published_api(compose, env, browser_api):
+    """The UI reads its API URL from the server (PREFECT_UI_API_URL): it must be where the API is published."""
+    server = compose["services"]["prefect-server"]
+    ui_api = interpolate(server["environment"]["PREFECT_UI_API_URL"], env)
+    assert ui_api == browser_api
+    [port] = server["ports"]
+    host, published, container = interpolate(port, env).split(":")
+    assert container == server["command"][server["command"].index("--port") + 1]
+    if "PREFECT_UI_API_URL" not in env:
+        assert ui_api == f"http://{host}:{published}/api"
+
+
 def test_compose_gpu_worker_reserves_nvidia_gpus(compose):
     gpu = compose["services"]["worker-gpu"]
     [device] = gpu["deploy"]["resources"]["reservations"]["devices"]

@@ -1,6 +1,8 @@
 """The operator's entry points: `infra/dev-stack.sh up|status|env|down` (the SQLite variant: every service up,
-an env file that points clients at them, a clean stop) and `videorft serve` (flow.serve: the retrain deployment
-with its cron schedule appears on the server while the process runs)."""
+an env file that points clients at them, the Prefect UI pointed at its server's API, a clean stop) and
+`videorft serve` (flow.serve: the retrain deployment with its cron schedule appears on the server while the
+process runs)."""
+import json
 import os
 import signal
 import subprocess
@@ -30,6 +32,9 @@ def test_dev_stack_script_up_status_env_down(tmp_path):
             with urllib.request.urlopen(url, timeout=10) as r:
                 assert r.status == 200, url
         assert Path(exported["VIDEORFT_DVC_REMOTE_URL"]).is_dir()
+        ui = exported["PREFECT_API_URL"].removesuffix("/api")  # the UI asks the server where its API is
+        with urllib.request.urlopen(f"{ui}/ui-settings", timeout=10) as r:
+            assert json.load(r)["api_url"] == exported["PREFECT_API_URL"]  # not Prefect's default :4200
         status = subprocess.run(script + ["status"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
         assert status.returncode == 0 and status.stdout.count(" up") == 2, status.stdout
         again = subprocess.run(script + ["up"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
