@@ -1,6 +1,8 @@
 """Reproducing and sweeping with DVC alone, on the tiny run of the shared workspace (tests/pipeline/conftest.py):
 
-- a run is a commit (code + params + dvc.lock): a fresh clone with access to the cache gets every output back
+- a run is a commit (code + params + dvc.lock): a fresh clone of this repository finds only outputs missing, no
+  dependency changed (the committed dvc.lock was made by the committed code and params);
+- a fresh clone with access to the cache gets every output back
   with `dvc pull`, `dvc repro` then runs nothing, and recomputing the data stages and the tiny model from scratch
   gives bit-identical outputs (dvc.lock unchanged);
 - `dvc exp run -S section.key=value` sweeps a parameter: only the stages that read it run, and the experiment is
@@ -12,7 +14,8 @@ import subprocess
 import sys
 
 import pytest
-from tests.pipeline.conftest import GIT, sh, workspace_env
+import yaml
+from tests.pipeline.conftest import GIT, ROOT, sh, workspace_env
 
 pytestmark = pytest.mark.slow
 DVC = [sys.executable, "-m", "dvc"]
@@ -29,6 +32,37 @@ def run_commit(repro_workspace, tmp_path):
     sh(GIT + ["add", "-A"], copy, env)
     sh(GIT + ["commit", "-qm", "run"], copy, env)
     return copy, env
+
+
+def test_a_fresh_clone_of_this_repository_agrees_with_its_dvc_lock(tmp_path):
+    """The committed dvc.lock is the committed code's run: in a fresh clone (HEAD; uncommitted changes do not
+    count), `dvc status` may find outputs missing (no cache here), never a dependency or parameter changed. A commit
+    of code or params.yaml that a stage depends on, without the dvc.lock of a run on it, fails here: `dvc repro`
+    (bash scripts/demo.sh), then commit dvc.lock and metrics/*.json with it."""
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(ROOT), str(clone)], tmp_path, workspace_env(ROOT))
+    env = workspace_env(clone)
+    made = [next(iter(out)) if isinstance(out, dict) else out
+            for stage in yaml.safe_load((clone / "dvc.yaml").read_text())["stages"].values()
+            for key in ("outs", "metrics", "plots") for out in stage.get(key, [])]
+
+    def missing_output(path: str) -> bool:  # what another stage makes: absent until pulled or reproduced
+        return any(path == out or path.startswith(out.rstrip("/") + "/") for out in made)
+
+    status = json.loads(sh(DVC + ["status", "--json"], clone, env).stdout)
+    wrong = []
+    for stage, changes in status.items():
+        for change in changes:
+            if isinstance(change, str):  # e.g. "changed command", a stage missing from dvc.lock
+                wrong.append(f"{stage}: {change}")
+                continue
+            for kind, paths in change.items():
+                for path, what in paths.items():
+                    if not ((kind == "changed outs" and what in ("not in cache", "deleted"))
+                            or (kind == "changed deps" and what == "deleted" and missing_output(path))):
+                        wrong.append(f"{stage}: {kind} {path}: {what}")
+    last = sh(["git", "log", "-1", "--format=%h %cs %s", "--", "dvc.lock"], clone, env).stdout.strip()[:100]
+    assert not wrong, f"dvc.lock (last committed: {last}) is not the committed code's run:\n" + "\n".join(wrong)
 
 
 def test_fresh_clone_reproduces_the_run_from_dvc_lock(run_commit, tmp_path):
