@@ -158,6 +158,11 @@ class TinyModelParams(Section):
     vision_hidden_size: int = Field(32, description="Vision tower width.")
     vision_depth: int = Field(2, description="Vision tower depth.")
     vocab_size: int = Field(1024, description="Tokenizer vocabulary (BPE trained on a small corpus; decimals are single tokens).")
+    rope_theta: float | None = Field(
+        None, description="Language-model RoPE base; null = the family's (Qwen2.5-VL 1e6, Qwen3-VL 5e6). Qwen2.5-VL "
+        "gives the height and width sections of M-RoPE the lowest frequencies: at a tiny head_dim and base 1e6 they "
+        "turn by under 0.002 rad per grid step, so the language model cannot tell where in a frame a video token "
+        "is (docs/base-model.md).")
 
 
 class LoraParams(Section):

@@ -138,7 +138,7 @@ def _config_parts(tokenizer, p, **rope) -> tuple[dict, dict, dict]:
 def build_config(tokenizer, p):
     from transformers import Qwen2_5_VLConfig
 
-    _, text, top = _config_parts(tokenizer, p, rope_theta=1e6)
+    _, text, top = _config_parts(tokenizer, p, rope_theta=p.rope_theta or 1e6)
     vision = dict(
         depth=p.vision_depth, hidden_size=p.vision_hidden_size, intermediate_size=2 * p.vision_hidden_size,
         num_heads=2, out_hidden_size=p.hidden_size, patch_size=14, temporal_patch_size=2,
@@ -150,7 +150,7 @@ def build_config(tokenizer, p):
 def build_qwen3_config(tokenizer, p):
     from transformers import Qwen3VLConfig
 
-    _, text, top = _config_parts(tokenizer, p, rope_theta=5e6, mrope_interleaved=True)  # Qwen3-VL: interleaved
+    _, text, top = _config_parts(tokenizer, p, rope_theta=p.rope_theta or 5e6, mrope_interleaved=True)  # Qwen3-VL: interleaved
     vision = dict(
         depth=p.vision_depth, hidden_size=p.vision_hidden_size, intermediate_size=2 * p.vision_hidden_size,
         num_heads=2, out_hidden_size=p.hidden_size, patch_size=16, temporal_patch_size=2, spatial_merge_size=2,
