@@ -8,6 +8,8 @@ vanish with it, and with it the schedule.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 
 
 def serve(name: str = "nightly", cron: str | None = "0 3 * * *", timezone: str = "UTC",
@@ -21,6 +23,11 @@ def serve(name: str = "nightly", cron: str | None = "0 3 * * *", timezone: str =
     if not os.environ.get("PREFECT_API_URL"):
         raise SystemExit("videorft serve needs a Prefect server: start one (infra/dev-stack.sh up, then source "
                          "its env file) or set PREFECT_API_URL")
+    if threading.current_thread() is threading.main_thread():
+        # A job a non-interactive shell starts in the background (`videorft serve &` in a script) inherits SIGINT
+        # ignored (POSIX), and Python keeps it so: Ctrl-C / kill -INT would do nothing. A service stops on SIGINT,
+        # as `prefect worker start` does (it installs its own handler too); SIGTERM stops it either way.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     schedules = [CronSchedule(cron=cron, timezone=timezone)] if cron else None
     prefect_serve(
         retrain.to_deployment(name=name, schedules=schedules, parameters=parameters or {},

@@ -51,8 +51,9 @@ def test_dev_stack_script_up_status_env_down(tmp_path):
 def test_serve_publishes_the_scheduled_retrain_deployment(stack):
     env = {**os.environ, **stack["env"]}
     serve = [sys.executable, "-m", "stages.cli", "serve", "--name", "served", "--cron", "15 4 * * *"]
+    # started as a non-interactive shell starts a background job (`videorft serve &` in a script): SIGINT ignored
     proc = subprocess.Popen(serve, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, preexec_fn=default_ctrl_c)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         def deployments():  # serve creates them one after the other: wait for both
             from prefect.exceptions import ObjectNotFound
@@ -67,14 +68,15 @@ def test_serve_publishes_the_scheduled_retrain_deployment(stack):
         [schedule] = found.schedules
         assert schedule.schedule.cron == "15 4 * * *" and schedule.active
     finally:
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the served deployments pause, the process ends
-        proc.communicate(timeout=60)
-
-
-def default_ctrl_c() -> None:
-    """A job a non-interactive shell starts in the background (`cmd &` in a script, nohup) inherits SIGINT ignored,
-    and so would serve: it would never see the test's Ctrl-C. Give it the terminal's default."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: serve stops even so, its deployment paused
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise AssertionError("videorft serve ran on after SIGINT")
+    with prefect_client(stack) as client:
+        assert client.read_deployment_by_name("retrain/served").paused, out[-3000:]
 
 
 def test_serve_without_a_server_says_what_to_do():
