@@ -4,8 +4,9 @@
     python recipes/apply.py --check recipes/videochat-r1-7b.yaml      # validate against params.yaml only
 
 Prints `-S` and `section.key=value` on alternate lines (values as compact JSON, so YAML reads them back and
-no shell splitting is involved). The overlay is validated first: applied to params.yaml it must give valid
-Params (stages/params.py), so a typo fails here, not on the GPU node.
+no shell splitting is involved; `++section.key=value` for a key params.yaml does not list). The overlay is
+validated first: applied to params.yaml it must give valid Params (stages/params.py), so a typo fails here, not on
+the GPU node.
 """
 from __future__ import annotations
 
@@ -43,6 +44,20 @@ def overrides(recipe: str | Path, skip: tuple[str, ...] = ()) -> list[str]:
     return [f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in leaves(tree)]
 
 
+def for_dvc(items: list[str], params: str | Path) -> list[str]:
+    """The items as `dvc exp run -S` values: a key the params file lacks (a param left at its default there, such
+    as extract_frames.budget) gets Hydra's `++` (add or override); DVC refuses a plain override of a missing key."""
+    tree = yaml.safe_load(Path(params).read_text()) if Path(params).exists() else {}
+    missing = object()
+    out = []
+    for item in items:
+        node = tree or {}
+        for key in item.partition("=")[0].split("."):
+            node = node[key] if isinstance(node, dict) and key in node else missing
+        out.append(f"++{item}" if node is missing else item)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("recipe")
@@ -52,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     items = overrides(args.recipe)
     load_params(args.params, items)  # raises with the offending key on a typo or a bad value
     if not args.check:
-        for item in items:
+        for item in for_dvc(items, args.params):
             print("-S")
             print(item)
     return 0

@@ -2,8 +2,8 @@
 
 Split by video (no video in both splits), seeded; per-task train caps and mixing weights; every annotation
 that cannot be used is written to quarantine.jsonl with its reason (stages.datasets.annotations validates each
-item; here: duplicate ids, videos missing from the frame cache, tracking frames != boxes). Counts reconcile and
-are checked before anything is written (stats.json):
+item; here: duplicate ids, videos missing from the frame cache, tracking frames != boxes, prompts longer than
+max_prompt_chars). Counts reconcile and are checked before anything is written (stats.json):
 seen = quarantined + train_unique + eval + dropped_by_cap + dropped_by_weight
 where seen counts every annotation item read (a file that cannot be read at all counts as one quarantined item)
 and train counts rows after the weights (a weight above 1 repeats rows).
@@ -94,8 +94,12 @@ def load_all(p: BuildSamplesParams, frames: dict[str, dict]) -> tuple[list[dict]
                                       f"quarantined by ingest or extract_frames)")
             elif task == "tracking" and meta["num_frames"] != len(s["solution"]["boxes"]):
                 reject(s["id"], path, f"{meta['num_frames']} frames but {len(s['solution']['boxes'])} boxes")
+            elif len(prompt := task_registry.render_prompt(task, s["problem"], think=p.think,
+                                                           prompt_dir=p.prompt_dir)) > p.max_prompt_chars:
+                reject(s["id"], path, f"prompt of {len(prompt)} characters exceeds build_samples.max_prompt_chars="
+                                      f"{p.max_prompt_chars}")
             else:
-                s["meta"] = meta
+                s["meta"], s["prompt"] = meta, prompt
                 loaded.append(s)
             seen_ids.add(key)
     return loaded, quarantine, seen
@@ -121,7 +125,7 @@ def build(p: BuildSamplesParams, frames_dir: str) -> dict:
             "frames": str(Path(frames_dir) / f"{s['video_id']}.npy"),
             "fps": meta["fps"], "num_frames": meta["num_frames"],
             "problem": s["problem"], "solution": s["solution"],
-            "prompt": task_registry.render_prompt(s["task"], s["problem"], think=p.think, prompt_dir=p.prompt_dir),
+            "prompt": s.pop("prompt"),
         }
         (evals if s["video_id"] in held else train)[s["task"]].append(row)
 

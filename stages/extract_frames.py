@@ -16,6 +16,7 @@ import concurrent.futures as cf
 import json
 import multiprocessing
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -89,12 +90,14 @@ def extract_frames(p: ExtractFramesParams) -> dict:
     cache = FrameCache(store.root)
     with store.lock():
         results = run_all(rows, p, store.root)
-        index, bad = [], []
+        index, bad, redecoded = [], [], []
         for row, (status, value) in zip(rows, results):
             if status == "bad":
                 bad.append(quarantine_record(row["id"], row["path"], value, STAGE))
                 continue
-            key, plan, _ = value
+            key, plan, _, distrust = value
+            if distrust:
+                redecoded.append(f"{row['id']}: {distrust}")
             link_or_copy(cache.path(key), out / f"{row['id']}.npy")
             meta = frame_meta(row, plan, p, key)
             write_json(out / f"{row['id']}.json", meta)  # after the .npy: a meta file means a complete pair
@@ -102,9 +105,14 @@ def extract_frames(p: ExtractFramesParams) -> dict:
     prune(out, {r["id"] for r in index})
     write_jsonl(out / "quarantine.jsonl", bad)
     write_jsonl(out / "index.jsonl", index)
+    if redecoded:  # said on stderr and counted; the entries were replaced by fresh decodes
+        print(f"extract_frames: {len(redecoded)} cached frame entries failed their content check and were decoded "
+              f"again: " + "; ".join(redecoded[:5]) + (f"; ... {len(redecoded) - 5} more" if len(redecoded) > 5 else ""),
+              file=sys.stderr)
     statuses = [s for s, _ in results]
     return {"seen": len(rows), "extracted": len(index), "decoded": statuses.count("decoded"),
-            "reused": statuses.count("cached"), "quarantined": len(bad), "frames": sum(m["num_frames"] for m in index),
+            "reused": statuses.count("cached"), "redecoded": len(redecoded), "quarantined": len(bad),
+            "frames": sum(m["num_frames"] for m in index),
             "cpu_s": round(sum(v[2] for s, v in results if s != "bad"), 3)}  # summed over the workers
 
 
@@ -112,7 +120,10 @@ def load_frames(frames_dir: str | Path, video_id: str, mmap: bool = True) -> tup
     """The cached frames (uint8 (T, H, W, 3); memory-mapped by default) and their meta."""
     d = Path(frames_dir)
     meta = read_json(d / f"{video_id}.json")
-    frames = np.load(d / f"{video_id}.npy", mmap_mode="r" if mmap else None)
+    try:
+        frames = np.load(d / f"{video_id}.npy", mmap_mode="r" if mmap else None)
+    except (OSError, ValueError, EOFError) as e:  # e.g. a file cut short: "mmap length is greater than file size"
+        raise ValueError(f"{video_id}: frames file {d / f'{video_id}.npy'} unusable ({type(e).__name__}: {e})") from e
     if frames.shape[0] != meta["num_frames"]:
         raise ValueError(f"{video_id}: {frames.shape[0]} frames cached, meta says {meta['num_frames']}")
     return frames, meta

@@ -8,6 +8,8 @@ Sources (stages.sources): a local folder or s3://bucket/prefix for videos, and t
                             when out_dir is), kind (video | frames), sha256 (of the file; for a frame folder of its
                             frame names and hashes), bytes, duration, fps, frames, width, height, codec
 - quarantine.jsonl          one stages.io.quarantine_record per rejected item; ingested + quarantined = seen
+- summary.json              seen, ingested, quarantined, videos, frame_folders: the same on every run of the same
+                            inputs (the run's own figures, files fetched or cached and so on, are only printed)
 
 How a run goes: list every item; reject duplicates and empty items at once (nothing fetched); fetch each file that
 the cache (stages.sources.store) does not already hold at the same size and ETag/mtime, in parallel threads;
@@ -33,7 +35,7 @@ from tqdm import tqdm
 
 from stages.io import quarantine_record, sha256_json, write_json, write_jsonl
 from stages.params import IngestParams, load_params
-from stages.sources import Item, ItemError, RemoteFile, Source, open_source
+from stages.sources import Item, ItemError, RemoteFile, Source, open_source, unsafe_id
 from stages.sources.store import Store, cache_root
 from stages.video.decode import DecodeError, probe_frame_files, probe_video, read_frames
 
@@ -67,10 +69,16 @@ def sources(p: IngestParams) -> list[tuple[Source, Item]]:
 
 
 def screen(pairs: list[tuple[Source, Item]]) -> list[Result]:
-    """Reasons visible in the listing alone; nothing is fetched for these. The first listed item with an id wins."""
+    """Reasons visible in the listing alone; nothing is fetched for these. The first listed item with an id wins;
+    an item the source flagged (symlink out of a local root, '.'/'..' in an S3 key) or whose id is no plain name
+    claims no id, so a good item of the same id still comes through."""
     results, first_source = [], {}
     for _, item in pairs:
         r = Result(item)
+        if problem := item.problem or unsafe_id(item.id):
+            r.reason = problem
+            results.append(r)
+            continue
         if item.id in first_source:
             r.reason = f"duplicate id: first listed at {first_source[item.id]}"
         elif item.kind == "video" and item.files[0].size == 0:
@@ -251,9 +259,12 @@ def ingest(p: IngestParams) -> dict:
         rows = write_out(results, store, Path(p.out_dir))
     counts = {"seen": len(results), "ingested": len(rows), "quarantined": len(results) - len(rows),
               "videos": sum(r["kind"] == "video" for r in rows),
-              "frame_folders": sum(r["kind"] == "frames" for r in rows), **fetch_stats, **probe_stats}
+              "frame_folders": sum(r["kind"] == "frames" for r in rows)}
+    # summary.json is part of the DVC out: only what the inputs determine. What this run had to do (fetched vs
+    # cached, probed vs memoised, seconds) differs between identical re-runs and would make DVC re-run
+    # extract_frames for nothing: it is returned and printed, never written to out_dir.
     write_json(Path(p.out_dir) / "summary.json", counts)
-    return counts
+    return {**counts, **fetch_stats, **probe_stats}
 
 
 def main() -> None:

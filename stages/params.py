@@ -126,8 +126,13 @@ class BuildSamplesParams(Section):
     think: bool = Field(True, description="Use the <think> prompt variant.")
     prompt_dir: str | None = Field(None, description="Folder of replacement prompt templates (<task>.txt).")
     interval_policy: Literal["clip", "reject"] = Field(
-        "clip", description="Intervals that end after the video: clip to [0, duration] or reject."
+        "clip", description="Intervals that end after the video: clip the end to the duration, or reject. A "
+        "negative start is rejected under either policy."
     )
+    max_prompt_chars: int = Field(
+        8192, gt=0, description="Longest rendered prompt (characters of the task template with the annotation's "
+        "text filled in); a longer one is quarantined with its length. Bounds what one annotation can put in "
+        "front of the model (the demo's longest prompt is 516).")
     seed: int = Field(0, description="Seed of the split and of sampling.")
     out_dir: str = Field("data/samples", description="train.jsonl, eval.jsonl, quarantine.jsonl.")
 

@@ -91,7 +91,7 @@ def encode_example(processor, row: dict, think: bool, solution: dict | None = No
 
     from stages.rl.video_inputs import encode, load_frames, video_message
 
-    enc = encode(processor, video_message(row["prompt"]), load_frames(row["frames"]), row["fps"])
+    enc = encode(processor, video_message(row["prompt"]), load_frames(row["frames"], row.get("id")), row["fps"])
     tok = processor.tokenizer
     target = target_text(row["task"], solution or row["solution"], think)
     answer = tok(target, add_special_tokens=False)["input_ids"]

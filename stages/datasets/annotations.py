@@ -6,10 +6,10 @@ NExT-GQA its `id`, GOT-10k the sequence folder name, multiple-choice QA its `id`
 
 Formats: Charades-STA / ActivityNet-Grounding JSON, NExT-GQA JSON, VideoChat-R1's GOT-10k JSON, the native GOT-10k
 layout (a folder of sequence folders with groundtruth.txt; see got10k_native), multiple-choice QA JSON.
-Rejected, each with its reason: an item that is not an object or lacks a field, an interval outside [0, duration]
-(or clipped, by policy), start >= end, non-finite numbers, a box with coordinates outside [0, 1] or x0 >= x1, the
-wrong number of boxes, an answer letter not among the options, repeated option letters, empty or invalid text
-(lone surrogates), a duplicate id. A whole file that is malformed JSON or not UTF-8 raises ValueError naming it.
+Rejected, each with its reason: an item that is not an object or lacks a field, an interval ending after the
+video (or clipped to its end, by policy), a negative start (under either policy), start >= end, non-finite
+numbers, a box with coordinates outside [0, 1] or x0 >= x1, the wrong number of boxes, an answer letter not among
+the options, repeated option letters, empty or invalid text (lone surrogates), a duplicate id. A whole file that is malformed JSON or not UTF-8 raises ValueError naming it.
 """
 from __future__ import annotations
 
@@ -91,18 +91,22 @@ def _duration(value) -> float:
 
 
 def _interval(pair, duration: float, policy: str, what: str = "interval") -> list[float]:
-    """One [s, e] in seconds inside [0, duration] (clipped or rejected by policy)."""
+    """One [s, e] in seconds inside [0, duration]. An end after the video is clipped to the duration or rejected,
+    by policy (annotations and the file's measured duration often disagree by a little); a negative start is
+    rejected under either policy: no video starts before 0, so it is a broken annotation, not a length mismatch."""
     if not isinstance(pair, (list, tuple)) or len(pair) != 2:
         raise ValueError(f"{what} {pair!r:.60} is not [start, end]")
     s, e = _number(pair[0], f"{what} start"), _number(pair[1], f"{what} end")
     if s >= e:
         raise ValueError(f"{what} start {s} >= end {e}")
-    if s < 0 or e > duration:
+    if s < 0:
+        raise ValueError(f"{what} start {s} is negative (before the video starts)")
+    if e > duration:
         if policy == "reject":
             raise ValueError(f"{what} [{s}, {e}] outside [0, {duration}]")
-        s, e = max(0.0, s), min(duration, e)
+        e = duration
         if s >= e:
-            raise ValueError(f"{what} [{s}, {e}] empty after clipping to [0, {duration}]")
+            raise ValueError(f"{what} [{s}, {pair[1]}] empty after clipping to [0, {duration}]")
     return [round(s, 3), round(e, 3)]
 
 

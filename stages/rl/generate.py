@@ -35,7 +35,8 @@ def generate(model, processor, rows: list[dict], max_new_tokens: int, batch_size
     outputs: list[str] = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
-        enc = [encode(processor, video_message(r["prompt"]), load_frames(r["frames"]), r["fps"]) for r in chunk]
+        enc = [encode(processor, video_message(r["prompt"]), load_frames(r["frames"], r.get("id")), r["fps"])
+               for r in chunk]
         width = max(len(e["input_ids"]) for e in enc)
         ids = torch.full((len(enc), width), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(enc), width), dtype=torch.long)

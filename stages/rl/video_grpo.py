@@ -124,7 +124,8 @@ class VideoGRPOTrainer(GRPOTrainer):
         for prompt, example in zip(prompts, inputs, strict=True):
             key = (example["frames"], float(example["fps"]), repr(prompt))
             if key not in cache:
-                cache[key] = encode(self.processing_class, prompt, load_frames(example["frames"]), example["fps"])
+                frames = load_frames(example["frames"], example.get("id"))  # the error names file and sample
+                cache[key] = encode(self.processing_class, prompt, frames, example["fps"])
             rows.append(cache[key])
         self._active_rows = rows
         prompt_ids, fields = self._generation_fields(rows)
@@ -150,7 +151,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         rows, orders = [], []
         for i in picks:
             example = inputs[i]
-            frames = load_frames(example["frames"])
+            frames = load_frames(example["frames"], example.get("id"))
             rng = np.random.default_rng([self.args.seed, self.state.global_step, self.accelerator.process_index, i])
             shuffled, order = shuffle_frames(frames, rng)
             stamps = load_timestamps(example["frames"])  # the shuffled clip keeps the ordered clip's time labels

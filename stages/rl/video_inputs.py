@@ -21,10 +21,31 @@ VISION_PLACEHOLDERS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|
 VIDEO_FIELDS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
 
 
+class FramesError(ValueError):
+    """A sample's frames file cannot be used; the message names the file and the sample."""
+
+
 @lru_cache(maxsize=256)
-def load_frames(path: str) -> np.ndarray:
-    """Frames (T, H, W, 3) uint8 from the frame cache (memory-mapped .npy)."""
+def _load(path: str) -> np.ndarray:
     return np.load(path, mmap_mode="r")
+
+
+def load_frames(path: str, sample_id: str | None = None) -> np.ndarray:
+    """Frames (T, H, W, 3) uint8 from the frame cache (memory-mapped .npy). A file that is missing, cut short
+    (numpy's "mmap length is greater than file size") or not a frame array raises FramesError naming the file and,
+    when given, the sample that uses it."""
+    try:
+        frames = _load(path)
+    except (OSError, ValueError, EOFError) as e:
+        raise FramesError(_unusable(path, sample_id, f"{type(e).__name__}: {e}")) from e
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise FramesError(_unusable(path, sample_id, f"holds {frames.dtype} {frames.shape}, not uint8 (T, H, W, 3)"))
+    return frames
+
+
+def _unusable(path: str, sample_id: str | None, why: str) -> str:
+    who = f"sample {sample_id!r}: " if sample_id is not None else ""
+    return f"{who}frames file {path} unusable ({why}); run extract_frames again (dvc repro extract_frames)"
 
 
 @lru_cache(maxsize=4096)

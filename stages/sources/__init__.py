@@ -3,7 +3,9 @@
 An Item is one video file or one JPEG frame folder (GOT-10k sequence); its files are RemoteFiles, each with a
 `version` that changes when its bytes change (S3 ETag, local mtime in ns), so a re-run can tell what it already
 has. A source fetches one file at a time into a path it is given; a problem with one file (vanished, access
-denied, checksum mismatch) raises ItemError and costs only that item, anything else stops the run.
+denied, checksum mismatch) raises ItemError and costs only that item, anything else stops the run. An item whose
+listing alone shows it must not be used (a local symlink pointing outside the source root, an S3 key with a `.` or
+`..` segment) is still listed, with `problem` set, so that ingest quarantines it with that reason.
 """
 from __future__ import annotations
 
@@ -13,6 +15,14 @@ from typing import Iterator, Protocol
 from pathlib import Path
 
 FRAME_SUFFIXES = (".jpg", ".jpeg")
+UNSAFE_SEGMENTS = (".", "..")
+
+
+def unsafe_id(item_id: str) -> str | None:
+    """Why an id cannot name a file or folder of its own under the out folder, or None when it can."""
+    if item_id in ("", *UNSAFE_SEGMENTS) or "/" in item_id or "\\" in item_id or "\0" in item_id:
+        return f"unusable id {item_id!r}: not a plain file or folder name"
+    return None
 
 
 class ItemError(Exception):
@@ -34,6 +44,7 @@ class Item:
     kind: str  # "video" | "frames"
     files: tuple[RemoteFile, ...]  # the video, or the frames in name order
     sidecars: tuple[RemoteFile, ...] = field(default=())  # frame folder annotations (groundtruth.txt, ...)
+    problem: str | None = None  # why the listing alone makes it unusable (quarantined before anything is fetched)
 
     @property
     def suffix(self) -> str:

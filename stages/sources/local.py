@@ -1,4 +1,8 @@
-"""A local folder as a source: videos anywhere below it, frame folders as its immediate sub-folders."""
+"""A local folder as a source: videos anywhere below it, frame folders as its immediate sub-folders.
+
+Symbolic links are followed only within the source root: a video, frame folder, frame or sidecar whose real path
+lies outside the root is listed with a problem (ingest quarantines it) and none of its bytes are read.
+"""
 from __future__ import annotations
 
 import os
@@ -14,6 +18,14 @@ def _remote(p: Path) -> RemoteFile:
     return RemoteFile(str(p), p.name, st.st_size, str(st.st_mtime_ns))
 
 
+def _outside(p: Path, real_root: Path) -> str | None:
+    """Why p must not be read (a symlink, or a path through one, that leaves the root), or None."""
+    real = p.resolve()
+    if real == real_root or real.is_relative_to(real_root):
+        return None
+    return f"symlink points outside the source root: {p} -> {real}"
+
+
 class LocalSource:
     def __init__(self, root: str, link: bool = True):
         self.uri = root
@@ -21,13 +33,14 @@ class LocalSource:
         self.link = link
         if not self.root.is_dir():
             raise FileNotFoundError(f"source {root} is not a folder")
+        self.real_root = self.root.resolve()
 
     def videos(self, extensions: list[str]) -> Iterator[Item]:
         """Every file below the root whose suffix is a video extension, in path order."""
         exts = {e.lower() for e in extensions}
         for p in sorted(self.root.rglob("*")):
             if p.suffix.lower() in exts and p.is_file():
-                yield Item(p.stem, str(p), "video", (_remote(p),))
+                yield Item(p.stem, str(p), "video", (_remote(p),), problem=_outside(p, self.real_root))
 
     def frame_folders(self, sidecars: list[str]) -> Iterator[Item]:
         """Each immediate sub-folder is one sequence: its *.jpg/*.jpeg files are the frames, in name order."""
@@ -37,7 +50,9 @@ class LocalSource:
             files = sorted(p for p in d.iterdir() if p.is_file())
             frames = tuple(_remote(p) for p in files if p.suffix.lower() in FRAME_SUFFIXES)
             extra = tuple(_remote(p) for p in files if p.name in sidecars)
-            yield Item(d.name, str(d), "frames", frames, extra)
+            used = [p for p in files if p.suffix.lower() in FRAME_SUFFIXES or p.name in sidecars]
+            problem = next(filter(None, (_outside(p, self.real_root) for p in [d, *used])), None)
+            yield Item(d.name, str(d), "frames", frames, extra, problem=problem)
 
     def fetch(self, f: RemoteFile, dest: Path) -> tuple[int, str]:
         """A hardlink (no copy, no extra disk) where allowed, else a copy; (size, mtime_ns) of what landed."""

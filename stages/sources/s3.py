@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from stages.sources import FRAME_SUFFIXES, Item, ItemError, RemoteFile
+from stages.sources import FRAME_SUFFIXES, UNSAFE_SEGMENTS, Item, ItemError, RemoteFile
 
 ITEM_ERRORS = {"NoSuchKey", "404", "AccessDenied", "403", "InvalidObjectState"}  # one object's problem, not the run's
 MD5 = re.compile(r"^[0-9a-f]{32}$")
@@ -58,6 +58,11 @@ class S3Source:
     def _remote(self, key: str, size: int, etag: str) -> RemoteFile:
         return RemoteFile(f"s3://{self.bucket}/{key}", key.rsplit("/", 1)[-1], size, etag)
 
+    def _problem(self, key: str) -> str | None:
+        """S3 keys are plain strings: a '.' or '..' segment would name another place once used as a path."""
+        bad = [seg for seg in key[len(self.prefix):].split("/") if seg in UNSAFE_SEGMENTS]
+        return f"key has a {bad[0]!r} path segment: s3://{self.bucket}/{key}" if bad else None
+
     def videos(self, extensions: list[str]) -> Iterator[Item]:
         exts = {e.lower() for e in extensions}
         for key, size, etag in self._objects():
@@ -66,20 +71,24 @@ class S3Source:
             f = self._remote(key, size, etag)
             suffix = Path(f.name).suffix.lower()
             if suffix in exts:
-                yield Item(Path(f.name).stem, f.uri, "video", (f,))
+                yield Item(Path(f.name).stem, f.uri, "video", (f,), problem=self._problem(key))
 
     def frame_folders(self, sidecars: list[str]) -> Iterator[Item]:
         """Objects <prefix><sequence>/<file>: one Item per sequence (deeper keys are not part of it)."""
         groups: dict[str, list[RemoteFile]] = {}
+        problems: dict[str, str] = {}
         for key, size, etag in self._objects():
             parts = key[len(self.prefix):].split("/")
             if len(parts) == 2 and parts[0] and parts[1]:
                 groups.setdefault(parts[0], []).append(self._remote(key, size, etag))
+                if (why := self._problem(key)) and parts[1] not in UNSAFE_SEGMENTS:  # 'seq/..' is no frame
+                    problems.setdefault(parts[0], why)
         for seq in sorted(groups):
             files = sorted(groups[seq], key=lambda f: f.name)
             frames = tuple(f for f in files if Path(f.name).suffix.lower() in FRAME_SUFFIXES)
             extra = tuple(f for f in files if f.name in sidecars)
-            yield Item(seq, f"s3://{self.bucket}/{self.prefix}{seq}/", "frames", frames, extra)
+            yield Item(seq, f"s3://{self.bucket}/{self.prefix}{seq}/", "frames", frames, extra,
+                       problem=problems.get(seq))
 
     def _get(self, f: RemoteFile, dest: Path) -> tuple[int, str, str | None]:
         """One GET into dest: (bytes written, ETag, why the bytes cannot be trusted or None)."""

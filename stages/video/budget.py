@@ -1,6 +1,9 @@
 """Frame-budget arithmetic for video LLM inputs (Qwen2.5-VL conventions), pure and configurable.
 
-Every number comes from ExtractFramesParams; nothing here is a library constant. Conventions:
+Every number comes from ExtractFramesParams; nothing here is a library constant (but the 1.05 of qwen mode).
+Two modes, `extract_frames.budget` (docs/data.md, "Two budget modes"):
+
+per_video (default):
 - frame i of a video with source fps F is shown at t = i / F; duration = total_frames / F;
 - frames = round(duration * fps) floored to a multiple of frame_factor, then clamped to [min_frames, max_frames]
   and to total_frames (bounds themselves rounded inwards to multiples of frame_factor);
@@ -8,8 +11,21 @@ Every number comes from ExtractFramesParams; nothing here is a library constant.
 - each frame is resized to (h, w), both multiples of size_factor, aspect kept as well as the grid allows, with
   min_pixels <= h*w <= max_pixels and frames*h*w <= total_pixels. When both pixel bounds cannot hold at that frame
   count, the pixel budget wins: fewer frames (still a multiple of frame_factor).
-Qwen's own utilities differ here: they let min_pixels override total_pixels and count total_pixels per
-temporal patch (frames / frame_factor). Here total_pixels is a hard per-video bound on frames*h*w.
+
+qwen_vl_utils: the arithmetic of qwen-vl-utils' fetch_video (0.0.10, which VideoChat-R1 pinned, and 0.0.14 alike),
+with its constants taken from the params (FPS = fps, FPS_MIN_FRAMES = min_frames, FPS_MAX_FRAMES = max_frames,
+FRAME_FACTOR = frame_factor, the 28 of Qwen2.5-VL = size_factor, VIDEO_MAX_PIXELS = max_pixels):
+- frames = total_frames / F * fps (not rounded), clamped to [ceil(min_frames), floor(max_frames)] (to frame_factor)
+  and to total_frames, then floored to a multiple of frame_factor (smart_nframes): 69.8 -> 68, not 70;
+- each frame's cap = min(max_pixels, max(total_pixels / frames * frame_factor, int(1.05 * min_pixels))): total_pixels
+  bounds the pixels per temporal patch (tokens x 28 x 28), so frames*h*w may reach 2 x total_pixels, and
+  min_pixels wins over total_pixels on long videos;
+- (h, w) = smart_resize(height, width, size_factor, min_pixels, cap), Qwen's rule as is: its result may fall
+  outside [min_pixels, cap] (no second choice, no frame dropped);
+- sampled fps = frames / total_frames * F; indices as per_video (float64 linspace; qwen-vl-utils rounds a float32
+  torch.linspace, which differs by one source frame at a few positions on videos of more than ~17,000 frames).
+Identical to fetch_video whenever max_pixels <= 768*28*28 (the library caps at that constant; here max_pixels is
+the cap). JPEG frame folders (plan_sequence) use per_video in both modes.
 """
 from __future__ import annotations
 
@@ -96,12 +112,9 @@ def num_frames(duration: float, total_frames: int, p: ExtractFramesParams) -> in
     return min(max(_floor_to(n, f), lower), upper)
 
 
-def resize_to_grid(height: int, width: int, factor: int, lo: int, hi: int) -> tuple[int, int] | None:
-    """(h, w) multiples of factor with lo <= h*w <= hi, closest to the input shape; None if the grid has none.
-
-    First Qwen's smart_resize choice (round; scale down and floor when too big; scale up and ceil when too small);
-    if that misses the window (narrow windows, tiny frames), the floor/ceil neighbours with the best aspect ratio.
-    """
+def smart_resize(height: int, width: int, factor: int, lo: float, hi: float) -> tuple[int, int]:
+    """Qwen's smart_resize rule: round both sides to the grid; if that exceeds hi, scale the frame down to hi and
+    floor; if below lo, scale up to lo and ceil. The result can miss [lo, hi] (narrow windows) or have a 0 side."""
     if height < 1 or width < 1:
         raise ValueError(f"frame size must be positive, got {height}x{width}")
     if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
@@ -110,12 +123,23 @@ def resize_to_grid(height: int, width: int, factor: int, lo: int, hi: int) -> tu
     h, w = max(factor, _round_to(height, factor)), max(factor, _round_to(width, factor))
     if h * w > hi:
         s = math.sqrt(area / hi)
-        h, w = max(factor, _floor_to(height / s, factor)), max(factor, _floor_to(width / s, factor))
-    elif h * w < lo:
+        return _floor_to(height / s, factor), _floor_to(width / s, factor)
+    if h * w < lo:
         s = math.sqrt(lo / area)
-        h, w = _ceil_to(height * s, factor), _ceil_to(width * s, factor)
+        return _ceil_to(height * s, factor), _ceil_to(width * s, factor)
+    return h, w
+
+
+def resize_to_grid(height: int, width: int, factor: int, lo: int, hi: int) -> tuple[int, int] | None:
+    """(h, w) multiples of factor with lo <= h*w <= hi, closest to the input shape; None if the grid has none.
+
+    First Qwen's smart_resize choice (sides at least one factor); if that misses the window (narrow windows, tiny
+    frames), the floor/ceil neighbours with the best aspect ratio.
+    """
+    h, w = (max(factor, x) for x in smart_resize(height, width, factor, lo, hi))
     if lo <= h * w <= hi:
         return h, w
+    area = height * width
     s = math.sqrt(min(max(area, lo), hi) / area)
     hs, ws = height * s, width * s
     cands = [
@@ -150,16 +174,43 @@ def _fit(height: int, width: int, n: int, p: ExtractFramesParams) -> tuple[int, 
     )
 
 
+def qwen_num_frames(total_frames: int, source_fps: float, p: ExtractFramesParams) -> int:
+    """qwen-vl-utils' smart_nframes (fps mode): total_frames / source_fps * fps, clamped, floored to frame_factor."""
+    f = p.frame_factor
+    if total_frames < f:
+        raise ValueError(f"video has {total_frames} frames, fewer than frame_factor={f}")
+    n = total_frames / source_fps * p.fps
+    n = min(max(n, _ceil_to(p.min_frames, f)), _floor_to(p.max_frames, f), total_frames)
+    return _floor_to(n, f)
+
+
+def qwen_max_pixels(n: int, p: ExtractFramesParams) -> float:
+    """fetch_video's per-frame pixel cap for n frames: total_pixels counts per temporal patch, min_pixels wins."""
+    return min(p.max_pixels, max(p.total_pixels / n * p.frame_factor, int(p.min_pixels * 1.05)))
+
+
+def _plan_qwen(total_frames: int, source_fps: float, height: int, width: int, p: ExtractFramesParams):
+    n = qwen_num_frames(total_frames, source_fps, p)
+    h, w = smart_resize(height, width, p.size_factor, p.min_pixels, qwen_max_pixels(n, p))
+    if h < 1 or w < 1:
+        raise ValueError(f"qwen-vl-utils' smart_resize gives {h}x{w} for {height}x{width} frames")
+    return n, h, w, n / total_frames * source_fps
+
+
 def plan_video(
     duration: float, total_frames: int, source_fps: float, height: int, width: int, p: ExtractFramesParams
 ) -> FramePlan:
-    """Which frames of a video to decode, their timestamps and the size to resize them to."""
+    """Which frames of a video to decode, their timestamps and the size to resize them to (mode p.budget)."""
     check_params(p)
     if not source_fps > 0:
         raise ValueError(f"source fps must be > 0, got {source_fps}")
-    n, h, w = _fit(height, width, num_frames(duration, total_frames, p), p)
+    if p.budget == "qwen_vl_utils":
+        n, h, w, sample_fps = _plan_qwen(total_frames, source_fps, height, width, p)
+    else:
+        n, h, w = _fit(height, width, num_frames(duration, total_frames, p), p)
+        sample_fps = n / duration
     idx = uniform_indices(total_frames, n)
-    return FramePlan(idx, [round(i / source_fps, 6) for i in idx], h, w, n / duration)
+    return FramePlan(idx, [round(i / source_fps, 6) for i in idx], h, w, sample_fps)
 
 
 def plan_sequence(total_frames: int, source_fps: float, height: int, width: int, p: ExtractFramesParams) -> FramePlan:

@@ -25,7 +25,9 @@ def decoder_of(row: dict, p: ExtractFramesParams) -> str:
 
 
 def work(row: dict, p: ExtractFramesParams, root: str) -> tuple[str, object]:
-    """('decoded'|'cached', (key, plan, cpu seconds)) or ('bad', reason); runs in a worker process when workers > 1."""
+    """('decoded'|'cached', (key, plan, cpu seconds, why decoded again or None)) or ('bad', reason); runs in a
+    worker process when workers > 1. A cache entry that fails its content check is decoded again (the reason says
+    why), never used."""
     cpu = time.process_time()
     try:
         if not Path(row["path"]).exists():
@@ -33,14 +35,15 @@ def work(row: dict, p: ExtractFramesParams, root: str) -> tuple[str, object]:
         plan = plan_for(row, p)
         key = frame_key(row["sha256"], plan, decoder_of(row, p))
         cache = FrameCache(root)
-        if cache.get(key, plan) is not None:
-            return "cached", (key, plan, time.process_time() - cpu)
+        hit, distrust = cache.check(key, plan)
+        if hit is not None:
+            return "cached", (key, plan, time.process_time() - cpu, None)
         frames = read_frames(row["path"], plan.indices, backend=p.backend, size=(plan.height, plan.width),
                              threads=p.decode_threads)
         if frames.shape != (plan.num_frames, plan.height, plan.width, 3):
             raise DecodeError(f"decoded {frames.shape}, planned {(plan.num_frames, plan.height, plan.width, 3)}")
         cache.put(key, frames)
-        return "decoded", (key, plan, time.process_time() - cpu)
+        return "decoded", (key, plan, time.process_time() - cpu, distrust)
     except (ValueError, DecodeError, OSError) as e:
         return "bad", f"{type(e).__name__}: {e}"
 

@@ -28,6 +28,22 @@ def test_charades_real_file_ids_and_clipping():
     assert all("outside [0," in r["reason"] for r in rejected)
 
 
+@pytest.mark.parametrize("policy", ["clip", "reject"])
+def test_negative_start_is_rejected_under_either_policy(tmp_path, policy):
+    """interval_policy is about ends after the video; a start before 0 is a broken annotation, never clipped
+    silently. An end past the video is clipped under clip, rejected under reject."""
+    f = tmp_path / "tg.json"
+    f.write_text(json.dumps({"v": {"duration": 10.0, "timestamps": [[-0.5, 4], [1, 12], [2, 3]],
+                                   "sentences": ["early", "late", "fine"]}}))
+    samples, rejected = load_task("tg", str(f), policy)
+    reasons = {r["id"]: r["reason"] for r in rejected}
+    assert reasons["v#0"] == "interval start -0.5 is negative (before the video starts)"
+    if policy == "clip":
+        assert [s["solution"]["timestamps"] for s in samples] == [[1.0, 10.0], [2.0, 3.0]]
+    else:
+        assert reasons["v#1"] == "interval [1.0, 12.0] outside [0, 10.0]" and len(samples) == 1
+
+
 @real
 def test_activitynet_nextgqa_got_real_files():
     anet, rej = load_task("tg", str(SAMPLES / "activitynet_val2_head.json"))

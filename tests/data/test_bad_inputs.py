@@ -154,9 +154,44 @@ def case_truncated_last_frame(d: Path):
     return "GOT-10k_CutFrame", r"^unreadable frames: frame 00000010\.jpg: OSError: image file is truncated"
 
 
+def _outside(d: Path) -> Path:
+    """A folder next to the source root, not below it."""
+    out = d.parent / "elsewhere"
+    out.mkdir(exist_ok=True)
+    return out
+
+
+def case_symlink_video_outside_root(d: Path):
+    """A video below the source that is a symlink to a file outside it (a decodable video, so only the link is
+    the problem)."""
+    target = _outside(d) / "private.mp4"
+    encode_mp4(target, tiny_frames(8), 8.0, 96, 64)
+    (d / "videos" / "leak.mp4").symlink_to(target)
+    return "leak", r"^symlink points outside the source root: .*/videos/leak\.mp4 -> .*/elsewhere/private\.mp4$"
+
+
+def case_symlink_frame_outside_root(d: Path):
+    """A frame folder one of whose frames is a symlink to an image outside the source."""
+    seq = _seq(d, "GOT-10k_Leak")
+    target = _outside(d) / "secret.jpg"
+    shutil.copy(seq / "00000003.jpg", target)
+    (seq / "00000003.jpg").unlink()
+    (seq / "00000003.jpg").symlink_to(target)
+    return "GOT-10k_Leak", r"^symlink points outside the source root: .*/GOT-10k_Leak/00000003\.jpg -> .*/secret\.jpg$"
+
+
+def case_symlink_folder_outside_root(d: Path):
+    """A frame folder that is itself a symlink to a folder outside the source."""
+    target = _outside(d) / "seq"
+    shutil.copytree(next((d / "got10k").iterdir()), target)
+    (d / "got10k" / "GOT-10k_LinkedDir").symlink_to(target)
+    return "GOT-10k_LinkedDir", r"^symlink points outside the source root: .*/got10k/GOT-10k_LinkedDir -> .*/elsewhere/seq$"
+
+
 INGEST_CASES = [case_zero_byte, case_not_a_video, case_truncated_with_index_first, case_truncated_index_lost,
                 case_unknown_codec, case_audio_only, case_duplicate_id, case_empty_frame_folder, case_zero_byte_frame,
-                case_frame_not_jpeg, case_frame_garbage, case_frame_sizes_differ, case_truncated_last_frame]
+                case_frame_not_jpeg, case_frame_garbage, case_frame_sizes_differ, case_truncated_last_frame,
+                case_symlink_video_outside_root, case_symlink_frame_outside_root, case_symlink_folder_outside_root]
 
 
 @pytest.mark.parametrize("case", INGEST_CASES, ids=lambda c: c.__name__.removeprefix("case_"))
@@ -174,6 +209,53 @@ def test_ingest_quarantines_bad_item_and_keeps_good_ones(good, tmp_path, case):
     good_ids = {r["id"] for r in read_jsonl(good / "raw" / "manifest.jsonl")}
     assert set(manifest) == good_ids and all(Path(r["path"]).exists() for r in manifest.values())
     assert counts["seen"] == len(good_ids) + 1 == counts["ingested"] + counts["quarantined"]
+
+
+def test_symlink_outside_root_is_never_read(good, tmp_path):
+    """The quarantined link's target never reaches the cache or the out folder; a link within the root is fine."""
+    src = tmp_path / "src"
+    shutil.copytree(good / "syn" / "videos", src / "videos")
+    case_symlink_video_outside_root(src)
+    (src / "videos" / "alias.mp4").symlink_to(src / "videos" / "syn00001.mp4")  # stays inside the root
+    cache = tmp_path / "cache"
+    counts = ingest(IngestParams(source=str(src / "videos"), frame_folders=None, out_dir=str(tmp_path / "raw"),
+                                 cache_dir=str(cache), progress=False))
+    assert (counts["seen"], counts["ingested"], counts["quarantined"]) == (5, 4, 1)
+    assert only_record(tmp_path / "raw" / "quarantine.jsonl")["id"] == "leak"
+    secret = (tmp_path / "elsewhere" / "private.mp4").read_bytes()
+    held = [p for p in cache.rglob("*") if p.is_file()] + [p for p in (tmp_path / "raw").rglob("*") if p.is_file()]
+    assert held and not any(p.read_bytes() == secret for p in held)
+    assert counts["files_fetched"] == 4  # the three good videos and the alias; nothing of the link's target
+
+
+def test_s3_dot_segments_quarantined_rest_goes_on(good, tmp_path, bucket, s3_endpoint):
+    """S3 keys are plain strings: `<prefix>/../x.jpg` made a frame folder named '..' (FileExistsError for the whole
+    run when its folder was made under data/raw). Each item with a '.' or '..' segment is quarantined, alone."""
+    name, client = bucket
+    for p in sorted((good / "syn" / "videos").iterdir()):
+        client.put_object(Bucket=name, Key=f"videos/{p.name}", Body=p.read_bytes())
+    for seq in sorted((good / "syn" / "got10k").iterdir()):
+        for p in sorted(seq.iterdir()):
+            client.put_object(Bucket=name, Key=f"got10k/{seq.name}/{p.name}", Body=p.read_bytes())
+    frame = next((good / "syn" / "got10k").glob("*/00000001.jpg")).read_bytes()
+    video = (good / "syn" / "videos" / "syn00002.mp4").read_bytes()
+    bad = {"got10k/../x.jpg": "..", "got10k/./y.jpg": ".", "videos/../escape.mp4": "escape",
+           "videos/sub/./dotted.mp4": "dotted"}
+    for key in bad:
+        client.put_object(Bucket=name, Key=key, Body=frame if key.endswith(".jpg") else video)
+    counts = ingest(IngestParams(source=f"s3://{name}/videos", frame_folders=f"s3://{name}/got10k",
+                                 out_dir=str(tmp_path / "raw"), cache_dir=str(tmp_path / "cache"),
+                                 s3_endpoint_url=s3_endpoint, progress=False))
+    records = {r["id"]: r for r in read_jsonl(tmp_path / "raw" / "quarantine.jsonl")}
+    assert set(records) == set(bad.values())
+    for key, item_id in bad.items():
+        seg = ".." if "/../" in key else "."
+        assert records[item_id]["reason"] == f"key has a '{seg}' path segment: s3://{name}/{key}", records[item_id]
+    good_ids = {r["id"] for r in read_jsonl(good / "raw" / "manifest.jsonl")}
+    assert {r["id"] for r in read_jsonl(tmp_path / "raw" / "manifest.jsonl")} == good_ids
+    assert counts["seen"] == len(good_ids) + 4 == counts["ingested"] + counts["quarantined"]
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == [
+        "frames_src", "manifest.jsonl", "quarantine.jsonl", "summary.json", "videos"]
 
 
 def test_s3_object_vanishing_after_listing(good, tmp_path, bucket, s3_endpoint, monkeypatch):
@@ -253,26 +335,26 @@ def edit_json(d: Path, task: str, fn):
     path.write_text(json.dumps(data))
 
 
-def acase_interval_past_end_rejected(d: Path):
+def add_tg_interval(d: Path, interval, sentence: str) -> str:
+    """Append one sentence with its interval (a function of the video's duration) to the first Charades-STA
+    video; returns the new sample's id."""
     def add(data):
         vid = sorted(data)[0]
-        data[vid]["timestamps"].append([1.0, data[vid]["duration"] + 5])
-        data[vid]["sentences"].append("a person keeps going after the video ends")
-    edit_json(d, "tg", add)
-    vid = sorted(json.loads((d / FILES["tg"]).read_text()))[0]
-    n = len(json.loads((d / FILES["tg"]).read_text())[vid]["sentences"]) - 1
-    return f"{vid}#{n}", r"^interval \[1\.0, [\d.]+\] outside \[0, [\d.]+\]$", {"interval_policy": "reject"}
-
-
-def acase_start_not_before_end(d: Path):
-    def add(data):
-        vid = sorted(data)[0]
-        data[vid]["timestamps"].append([4.0, 2.5])
-        data[vid]["sentences"].append("backwards")
+        data[vid]["timestamps"].append(interval(data[vid]["duration"]))
+        data[vid]["sentences"].append(sentence)
     edit_json(d, "tg", add)
     data = json.loads((d / FILES["tg"]).read_text())
     vid = sorted(data)[0]
-    return f"{vid}#{len(data[vid]['sentences']) - 1}", r"^interval start 4\.0 >= end 2\.5$", {}
+    return f"{vid}#{len(data[vid]['sentences']) - 1}"
+
+
+def acase_interval_past_end_rejected(d: Path):
+    sid = add_tg_interval(d, lambda duration: [1.0, duration + 5], "a person keeps going after the video ends")
+    return sid, r"^interval \[1\.0, [\d.]+\] outside \[0, [\d.]+\]$", {"interval_policy": "reject"}
+
+
+def acase_start_not_before_end(d: Path):
+    return add_tg_interval(d, lambda _: [4.0, 2.5], "backwards"), r"^interval start 4\.0 >= end 2\.5$", {}
 
 
 def acase_non_finite_number(d: Path):
@@ -388,12 +470,25 @@ def acase_native_target_absent(d: Path):
     return "GOT-10k_Absent", r"^target absent at sampled frame 5 \(absence.label\)$", {"native": True}
 
 
+def acase_negative_start(d: Path):
+    """A start before 0 is a broken annotation: quarantined under the default policy (clip), not clipped."""
+    sid = add_tg_interval(d, lambda _: [-0.5, 1.5], "a person starts before the video does")
+    return sid, r"^interval start -0\.5 is negative \(before the video starts\)$", {}
+
+
+def acase_prompt_too_long(d: Path):
+    """A 1 MB question would be a 1 MB prompt."""
+    edit_json(d, "qa", lambda data: data.append(dict(data[0], id="huge_q", question="why " * 262144)))
+    return "huge_q", r"^prompt of 10\d{5} characters exceeds build_samples\.max_prompt_chars=8192$", {}
+
+
 ANNOTATION_CASES = [acase_interval_past_end_rejected, acase_start_not_before_end, acase_non_finite_number,
                     acase_answer_not_an_option, acase_item_not_an_object, acase_box_outside_unit_square,
                     acase_box_inverted, acase_wrong_box_count, acase_frames_differ_from_boxes, acase_duplicate_id,
                     acase_missing_video, acase_missing_field, acase_empty_text, acase_lone_surrogate,
                     acase_malformed_json_file, acase_not_utf8_file, acase_native_line_count,
-                    acase_native_no_object_name, acase_native_target_absent]
+                    acase_native_no_object_name, acase_native_target_absent, acase_negative_start,
+                    acase_prompt_too_long]
 
 
 def build_params(ann: Path, out: Path, native: bool = False, **kw) -> BuildSamplesParams:

@@ -158,6 +158,65 @@ def test_budget_change_recomputes_only_what_it_changes(raw, tmp_path):
     assert (tmp_path / "frames" / "syn00001.npy").stat().st_ino == entry.stat().st_ino
 
 
+def test_corrupted_frame_cache_entry_is_decoded_again(raw, tmp_path, capsys):
+    """Bytes of a cache entry changed in place, size unchanged (a bad disk; an edit through the hardlink in
+    data/frames): its content hash no longer matches, so the entry is decoded again, counted and named on stderr;
+    an entry without its stored hash (a run killed between the two writes) is not trusted either."""
+    root, _ = raw
+    p = ExtractFramesParams(raw_dir=str(root / "raw"), out_dir=str(tmp_path / "frames"), cache_dir=str(tmp_path / "c"),
+                            progress=False, **TINY)
+    extract_frames(p)
+    good, meta = load_frames(tmp_path / "frames", "syn00001", mmap=False)
+    entry = tmp_path / "c" / "frames" / meta["cache_key"][:2] / f"{meta['cache_key']}.npy"
+    size = entry.stat().st_size
+    with open(tmp_path / "frames" / "syn00001.npy", "r+b") as f:  # the out file is a hardlink of the entry
+        f.seek(size - 100)
+        f.write(bytes(100))  # black pixels: same size, same header, same shape
+    assert entry.stat().st_size == size and not np.array_equal(np.load(entry), good)
+    capsys.readouterr()
+    counts = extract_frames(p)
+    assert (counts["decoded"], counts["reused"], counts["redecoded"]) == (1, 4, 1)
+    err = capsys.readouterr().err
+    assert "1 cached frame entries failed their content check" in err
+    assert "syn00001: cached frames corrupted: sha256" in err
+    assert np.array_equal(load_frames(tmp_path / "frames", "syn00001", mmap=False)[0], good)
+    assert np.array_equal(np.load(entry), good)
+    assert extract_frames(p)["redecoded"] == 0  # repaired for good
+    (entry.parent / f"{entry.name}.sha256").unlink()
+    counts = extract_frames(p)
+    assert (counts["decoded"], counts["redecoded"]) == (1, 1)
+    assert "syn00001: no content hash stored" in capsys.readouterr().err
+
+
+def test_truncated_frames_file_names_file_and_sample(raw, tmp_path):
+    """A data/frames file cut short failed training with numpy's bare "mmap length is greater than file size":
+    the error now names the file and the sample, where training, evaluation and SFT load frames."""
+    from stages.rl.video_inputs import FramesError
+    from stages.rl.video_inputs import load_frames as load_sample_frames
+    from stages.sft import encode_example
+
+    root, _ = raw
+    p = ExtractFramesParams(raw_dir=str(root / "raw"), out_dir=str(tmp_path / "frames"), cache_dir=str(tmp_path / "c"),
+                            progress=False, **TINY)
+    extract_frames(p)
+    path = tmp_path / "frames" / "syn00002.npy"
+    assert np.load(path, mmap_mode="r").ndim == 4
+    data = path.read_bytes()
+    path.unlink()  # a new file: the cache entry it was a hardlink of stays intact
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FramesError, match=rf"^sample 'syn00002#0': frames file {path} unusable \(ValueError: mmap "
+                                          r"length is greater than file size\); run extract_frames again"):
+        load_sample_frames(str(path), "syn00002#0")
+    row = {"id": "syn00002#1", "task": "tg", "prompt": "When?", "frames": str(path), "fps": 2.0, "solution": {}}
+    with pytest.raises(FramesError, match=rf"sample 'syn00002#1': frames file {path} unusable"):
+        encode_example(None, row, think=False)  # the frames are loaded before the processor is used
+    with pytest.raises(ValueError, match=rf"syn00002: frames file {path} unusable \(ValueError: mmap length"):
+        load_frames(tmp_path / "frames", "syn00002")
+    path.unlink()
+    with pytest.raises(FramesError, match=rf"sample 'syn00002#0': frames file {path} unusable \(FileNotFoundError"):
+        load_sample_frames(str(path), "syn00002#0")
+
+
 def test_parallel_extraction_matches_serial(raw, tmp_path):
     root, _ = raw
     p = ExtractFramesParams(raw_dir=str(root / "raw"), out_dir=str(tmp_path / "one"), cache_dir=str(tmp_path / "c1"),

@@ -2,6 +2,7 @@
 folder, pick up new and changed files by size + mtime, and catch a corrupted cache by re-hashing."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -35,10 +36,15 @@ def test_rerun_after_out_deleted_redoes_nothing(syn, tmp_path):
     files = 3 + 10  # three videos; one sequence of 8 frames, its groundtruth.txt and meta_info.ini
     assert (first["files_fetched"], first["probed"], first["ingested"]) == (files, 4, 4)
     before = (tmp_path / "raw" / "manifest.jsonl").read_text()
+    summary = (tmp_path / "raw" / "summary.json").read_text()
+    assert json.loads(summary) == {"seen": 4, "ingested": 4, "quarantined": 0, "videos": 3, "frame_folders": 1}
     shutil.rmtree(tmp_path / "raw")  # what DVC does before it runs the stage again
     again = ingest(p)
     assert (again["files_fetched"], again["files_cached"], again["probed"], again["probes_cached"]) == (0, files, 0, 4)
     assert (tmp_path / "raw" / "manifest.jsonl").read_text() == before
+    # data/raw is what DVC hashes for extract_frames: every file in it is the same when the inputs are, although
+    # the first run fetched and probed everything and this one nothing (those figures are returned, not written)
+    assert (tmp_path / "raw" / "summary.json").read_text() == summary
     row = read_jsonl(tmp_path / "raw" / "manifest.jsonl")[0]
     # local files are hardlinked all the way: source, cache blob and out file are one inode (no copy, no disk)
     blob = Store(tmp_path / "cache").blob(row["sha256"])

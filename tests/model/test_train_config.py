@@ -74,7 +74,7 @@ def test_recipe_is_valid_and_pins_the_paper(tmp_path):
     recipe = ROOT / "recipes" / "videochat-r1-7b.yaml"
     sys.path.insert(0, str(ROOT / "recipes"))
     try:
-        from apply import overrides
+        from apply import for_dvc, overrides
     finally:
         sys.path.pop(0)
     items = overrides(recipe)
@@ -86,14 +86,17 @@ def test_recipe_is_valid_and_pins_the_paper(tmp_path):
     assert p.model.name_or_path == "Qwen/Qwen2.5-VL-7B-Instruct"
     assert (p.extract_frames.fps, p.extract_frames.max_frames, p.extract_frames.total_pixels) == (2.0, 768,
                                                                                                    3584 * 28 * 28)
+    assert p.extract_frames.budget == "qwen_vl_utils"  # fetch_video's arithmetic (tests/unit/test_budget_qwen.py)
     accel = yaml.safe_load((ROOT / t.accelerate_config).read_text())
     assert accel["distributed_type"] == "DEEPSPEED" and accel["num_processes"] == t.num_processes
     ds = json.loads((ROOT / accel["deepspeed_config"]["deepspeed_config_file"]).read_text())
     assert ds["zero_optimization"]["stage"] == 3 and ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
-    # the CLI prints `-S` pairs that load back to the same params (what `dvc exp run` receives)
+    # the CLI prints `-S` pairs that load back to the same params (what `dvc exp run` receives); a key params.yaml
+    # does not list (extract_frames.budget) gets Hydra's `++`, which DVC needs to add it
     out = subprocess.run([sys.executable, str(ROOT / "recipes" / "apply.py"), str(recipe), "--params",
                           str(ROOT / "params.yaml")], capture_output=True, text=True, check=True).stdout.splitlines()
-    assert out[0::2] == ["-S"] * len(items) and out[1::2] == items
+    assert out[0::2] == ["-S"] * len(items) and out[1::2] == for_dvc(items, ROOT / "params.yaml")
+    assert [o.removeprefix("++") for o in out[1::2]] == items and '++extract_frames.budget="qwen_vl_utils"' in out
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  num_generation: 8\n")  # typo
     with pytest.raises(Exception, match="num_generation"):
