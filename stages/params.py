@@ -88,6 +88,15 @@ class ExtractFramesParams(Section):
     backend: Literal["decord", "pyav"] = Field(
         "pyav", description="Video decoder; PyAV is the faster one here for the same frames (bench/bench_frames.py)."
     )
+    budget: Literal["per_video", "qwen_vl_utils"] = Field(
+        "per_video", description="How frame count and size follow from the bounds below (stages/video/budget.py, "
+        "docs/data.md). per_video: frames x height x width <= total_pixels for the whole video, frame count "
+        "round(duration x fps). qwen_vl_utils: qwen-vl-utils' fetch_video arithmetic (what VideoChat-R1 used): frame "
+        "count floor(frames / source fps x fps) to frame_factor; each frame's pixel cap is min(max_pixels, "
+        "max(total_pixels / frames x frame_factor, int(1.05 x min_pixels))), so total_pixels bounds pixels per "
+        "temporal patch (the visual token count x 28 x 28), about twice per_video's pixels, and min_pixels wins over "
+        "it; smart_resize as Qwen's. Applies to video files; JPEG frame folders always use per_video."
+    )
     fps: float = Field(2.0, description="Sampling rate, frames per second of video.")
     min_frames: int = Field(4, description="At least this many frames per video.")
     max_frames: int = Field(768, description="At most this many frames per video.")
