@@ -23,10 +23,11 @@ def reference_metrics(rows: list[dict], think: bool, seed: int) -> dict:
     return score_outputs(rows, texts, think)[0]
 
 
-def blind_reference(train_rows: list[dict], eval_rows: list[dict], think: bool) -> dict:
+def blind_reference(train_rows: list[dict], eval_rows: list[dict], think: bool, protocol: str = "ours") -> dict:
     """The best a model can score WITHOUT looking at the video, fit on the training set: one interval as fractions
     of the duration (tg, gqa evidence), the most frequent letter (gqa, qa), the static tracker. A GRPO gain up to
-    this line can come from learning the benchmark's priors alone; above it, the model uses the video."""
+    this line can come from learning the benchmark's priors alone; above it, the model uses the video. Scored under
+    the evaluation's scoring `protocol`."""
     from stages import tasks as task_registry
     from stages.evaluate import score_outputs
     from stages.sft import target_text
@@ -65,4 +66,4 @@ def blind_reference(train_rows: list[dict], eval_rows: list[dict], think: bool) 
         else:
             sol = {"answer": letter(task)}
         texts.append(target_text(task, sol, think))
-    return score_outputs(eval_rows, texts, think)[0]
+    return score_outputs(eval_rows, texts, think, protocol)[0]

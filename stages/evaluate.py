@@ -7,7 +7,8 @@ The base model's completions are cached outside the DVC outs (stages/eval_cache.
 on the same inputs does not run the base again. Writes metrics/eval.json, metrics/eval_samples.json (per-sample
 metric rows of both models, for the promotion gate to pair with another evaluation), metrics/predictions.jsonl,
 metrics/plots/*.png, and logs eval/<model>/<task>/<metric>, eval/delta{,_lo,_hi}/<task>/<metric>, the files and
-the plots to the training run.
+the plots to the training run. Every metric is scored under `evaluate.protocol` (ours | upstream, docs/tasks.md),
+which both files record.
 """
 from __future__ import annotations
 
@@ -34,16 +35,18 @@ def select(rows: list[dict], cap: int | None) -> list[dict]:
     return [r for t in sorted(by_task) for r in (by_task[t][:cap] if cap else by_task[t])]
 
 
-def score_outputs(rows: list[dict], outputs: list[str], think: bool = True) -> tuple[dict, list[dict]]:
-    """Per-task aggregated metrics and per-sample records (parsed answer, reward parts, metric inputs)."""
+def score_outputs(rows: list[dict], outputs: list[str], think: bool = True,
+                  protocol: str = "ours") -> tuple[dict, list[dict]]:
+    """Per-task aggregated metrics and per-sample records (parsed answer, reward parts, metric inputs); answers are
+    parsed and metric inputs computed under the scoring `protocol` (reward parts are always the training's)."""
     per_task, records = defaultdict(list), []
     for r, text in zip(rows, outputs, strict=True):
         task = r["task"]
-        sample = task_registry.sample_metrics(task, text, r["solution"])
+        sample = task_registry.sample_metrics(task, text, r["solution"], protocol)
         per_task[task].append(sample)
         records.append({
             "id": r["id"], "task": task, "output": text,
-            "parsed": task_registry.parse(task, text),
+            "parsed": task_registry.parse(task, text, protocol),
             "rewards": task_registry.score(task, text, r["solution"], think=think),
             "metrics": sample,
         })
@@ -57,12 +60,13 @@ def delta(candidate: dict, baseline: dict) -> dict:
     }
 
 
-def sample_table(cand_records: list[dict], base_records: list[dict], inputs_fp: str) -> dict:
-    """eval_samples.json: per task, per sample id, the metric rows of both models (stages.tasks.sample_metrics)."""
+def sample_table(cand_records: list[dict], base_records: list[dict], inputs_fp: str, protocol: str = "ours") -> dict:
+    """eval_samples.json: per task, per sample id, the metric rows of both models (stages.tasks.sample_metrics),
+    and the scoring protocol that made them."""
     tasks: dict[str, dict] = defaultdict(dict)
     for c, b in zip(cand_records, base_records, strict=True):
         tasks[c["task"]][c["id"]] = {"candidate": c["metrics"], "baseline": b["metrics"]}
-    return {"inputs_sha256": inputs_fp, "tasks": dict(sorted(tasks.items()))}
+    return {"inputs_sha256": inputs_fp, "protocol": protocol, "tasks": dict(sorted(tasks.items()))}
 
 
 def intervals(samples: dict, p) -> dict:
@@ -89,15 +93,15 @@ def general_check(candidate: dict, baseline: dict, p: EvaluateParams, ivs: dict)
             "hi": iv["hi"], "level": iv["level"], "kept": iv["lo"] >= -p.general_tolerance}
 
 
-def blind_line(train_samples: str | None, rows: list[dict], think: bool) -> dict | None:
-    """The best blind answer fit on the training samples (each once), scored on the held-out ones."""
+def blind_line(train_samples: str | None, rows: list[dict], think: bool, protocol: str = "ours") -> dict | None:
+    """The best blind answer fit on the training samples (each once), scored on the held-out ones (same protocol)."""
     if not train_samples or not Path(train_samples).exists():
         return None
     from stages.blind import blind_reference
 
     unique = list({(r["task"], r["id"]): r for r in read_jsonl(train_samples)}.values())
     return {"fit_on": str(train_samples), "train_samples": len(unique),
-            "metrics": blind_reference(unique, rows, think)}
+            "metrics": blind_reference(unique, rows, think, protocol)}
 
 
 def verdict(iv: dict | None) -> str:
@@ -197,13 +201,14 @@ def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlf
     hasher = eval_cache.FileHasher(cache_dir(p) / "file-hashes.json" if cache_dir(p) else None)
     inputs_fp = eval_cache.inputs_fingerprint(rows, hasher)
     candidate_fp = eval_cache.model_fingerprint(candidate, hasher)
-    cand_metrics, cand_records = score_outputs(rows, generate_outputs(candidate, rows, p), think)
+    cand_metrics, cand_records = score_outputs(rows, generate_outputs(candidate, rows, p), think, p.protocol)
     base_out, cache_info = baseline_outputs(baseline, rows, p, hasher, inputs_fp)
     hasher.save()
-    base_metrics, base_records = score_outputs(rows, base_out, think)
-    samples = sample_table(cand_records, base_records, inputs_fp)
+    base_metrics, base_records = score_outputs(rows, base_out, think, p.protocol)
+    samples = sample_table(cand_records, base_records, inputs_fp, p.protocol)
     ivs = intervals(samples, p)
     result = {
+        "protocol": p.protocol,  # scoring protocol of every metric below (docs/tasks.md)
         "candidate": {"model": candidate, "model_sha256": candidate_fp, "metrics": cand_metrics},
         "baseline": {"model": baseline, "metrics": base_metrics, **cache_info},
         "delta": delta(cand_metrics, base_metrics),
@@ -211,7 +216,7 @@ def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlf
         "interval": {"method": "paired bootstrap, percentile", "level": p.interval_level,
                      "resamples": p.bootstrap_resamples, "seed": p.bootstrap_seed},
         "general": general_check(cand_metrics, base_metrics, p, ivs),
-        "blind": blind_line(train_samples, rows, think),
+        "blind": blind_line(train_samples, rows, think, p.protocol),
         "samples": len(rows),
         "samples_per_task": dict(sorted(Counter(r["task"] for r in rows).items())),
         "inputs_sha256": inputs_fp,
@@ -275,6 +280,7 @@ def main() -> None:
         print(f"evaluate: {t}: candidate {m} | baseline {res['baseline']['metrics'][t]}")
         print(f"evaluate: {t}: candidate - base [{res['interval']['level']:.0%} interval]: "
               + ", ".join(f"{k} {_diff(iv)}" for k, iv in res["intervals"][t].items()))
+    print(f"evaluate: scoring protocol {res['protocol']!r} (evaluate.protocol; docs/tasks.md)")
     for line in report(res):
         print(f"evaluate: {line}")
     g = res["general"]

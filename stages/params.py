@@ -317,6 +317,13 @@ class EvaluateParams(IntervalParams):
                     "code); outside DVC outs so a new candidate never re-runs the base. None = no cache. "
                     "$VIDEORFT_CACHE_DIR/eval-baseline wins when that variable is set.",
     )
+    protocol: Literal["ours", "upstream"] = Field(
+        "ours",
+        description="Scoring protocol of the metrics (docs/tasks.md, 'Two scoring protocols'): 'ours' reads answers "
+                    "with this project's documented fixes; 'upstream' reads them as VideoChat-R1's evaluation "
+                    "scripts do (whole-output tg pairs, first <glue>/<answer> blocks, their letter and list "
+                    "parsing). Both score NExT-GQA's IoP/IoU the official way (best gold segment). Recorded in "
+                    "eval.json and eval_samples.json; training rewards always use 'ours'.")
     general_task: str = Field("qa", description="General-ability regression check: task (multiple-choice QA).")
     general_metric: str = Field("accuracy", description="General-ability regression check: metric of that task.")
     general_tolerance: float = Field(

@@ -71,7 +71,8 @@ class Evaluation:
 
 def comparisons(candidate: Evaluation, production: Evaluation | None = None) -> list[Comparison]:
     """Against the base model (always, paired), then against the production version when there is one: paired
-    when both evaluations saw the same inputs, else unpaired."""
+    when both evaluations saw the same inputs, else unpaired; refused when they were scored under different
+    protocols (docs/tasks.md)."""
     refs = [BASE] + ([production.label] if production else [])
     if candidate.table is None:
         return [Comparison(r, {}, None, paired=False, missing=candidate.why) for r in refs]
@@ -81,11 +82,20 @@ def comparisons(candidate: Evaluation, production: Evaluation | None = None) -> 
         ref = production.table
         if ref is None:
             out.append(Comparison(production.label, cand, None, paired=False, missing=production.why))
+        elif protocol(ref) != protocol(candidate.table):  # the same metric names, other readings: not comparable
+            out.append(Comparison(production.label, cand, None, paired=False, missing=(
+                f"{production.label} was scored under the {protocol(ref)!r} protocol, the candidate under "
+                f"{protocol(candidate.table)!r} (evaluate.protocol): re-evaluate one of them")))
         else:
             inputs = ref.get("inputs_sha256")
             same = inputs is not None and inputs == candidate.table.get("inputs_sha256")
             out.append(Comparison(production.label, cand, model_rows(ref, "candidate"), paired=same))
     return out
+
+
+def protocol(table: dict) -> str:
+    """Scoring protocol of an eval_samples table (tables written before protocols existed were scored 'ours')."""
+    return table.get("protocol", "ours")
 
 
 def _intervals(c: Comparison, task: str, p: PromoteParams) -> tuple[dict, dict, dict] | str:

@@ -66,15 +66,21 @@ def _mean_rewards(records: list[dict]) -> dict[str, float]:
 
 
 def score_predictions(task: str, samples: list[dict], outputs: dict[str, str], think: bool = True,
-                      rejected_ids: Iterable[str] = ()) -> tuple[dict, list[dict]]:
+                      rejected_ids: Iterable[str] = (), protocol: str = "ours") -> tuple[dict, list[dict]]:
     """Metrics over every sample (missing prediction = empty output) and one record per sample.
 
+    protocol: "ours" or "upstream" (VideoChat-R1's evaluation scripts), docs/tasks.md; it decides `parsed` and
+    the metrics, never the reward parts (those are training's).
+
     samples: adapter samples ({"id", "task", "solution", ...}); outputs: {id: model text}.
-    Returns (report, records); report = {"task", "metrics", "mean_rewards", "missing", "unknown", "unscorable"},
+    Returns (report, records); report = {"task", "think", "protocol", "metrics", "mean_rewards", "missing",
+    "unknown", "unscorable"},
     a record = {"id", "missing", "parsed", "rewards", "metrics", "solution"} (or {"id", "error"} if the
     sample's own annotation cannot be scored).
     """
     task_registry.get_task(task)
+    if protocol not in task_registry.PROTOCOLS:
+        raise ValueError(f"unknown scoring protocol {protocol!r}; known: {list(task_registry.PROTOCOLS)}")
     records, missing, unscorable = [], [], []
     for s in samples:
         sid = str(s["id"])
@@ -86,9 +92,9 @@ def score_predictions(task: str, samples: list[dict], outputs: dict[str, str], t
                 "id": sid,
                 "task": task,
                 "missing": text is None,
-                "parsed": task_registry.parse(task, text or ""),
+                "parsed": task_registry.parse(task, text or "", protocol),
                 "rewards": task_registry.score(task, text or "", s["solution"], think=think),
-                "metrics": task_registry.sample_metrics(task, text or "", s["solution"]),
+                "metrics": task_registry.sample_metrics(task, text or "", s["solution"], protocol),
                 "solution": s["solution"],
             }
         except (KeyError, TypeError, ValueError) as e:  # an annotation the task cannot score (e.g. answer "H")
@@ -102,6 +108,7 @@ def score_predictions(task: str, samples: list[dict], outputs: dict[str, str], t
     report = {
         "task": task,
         "think": think,
+        "protocol": protocol,
         "metrics": task_registry.aggregate(task, [r["metrics"] for r in scored]),
         "mean_rewards": _mean_rewards(scored),
         "missing": {"count": len(missing), "ids": missing},
@@ -112,7 +119,7 @@ def score_predictions(task: str, samples: list[dict], outputs: dict[str, str], t
 
 
 def score_files(task: str, annotations: str, predictions: str, think: bool = True,
-                interval_policy: str = "clip") -> tuple[dict, list[dict]]:
+                interval_policy: str = "clip", protocol: str = "ours") -> tuple[dict, list[dict]]:
     """score_predictions on files; the report also lists rejected annotations and unreadable prediction lines.
 
     Raises ValueError (naming the file) when the annotation file cannot be read or yields no sample of the task,
@@ -127,7 +134,8 @@ def score_files(task: str, annotations: str, predictions: str, think: bool = Tru
         raise ValueError(f"{annotations}: no {task} sample could be read ({why})")
     with open(predictions, "rb") as f:
         outputs, malformed = read_predictions(f)
-    report, records = score_predictions(task, samples, outputs, think, rejected_ids=[r["id"] for r in rejected])
+    report, records = score_predictions(task, samples, outputs, think, rejected_ids=[r["id"] for r in rejected],
+                                        protocol=protocol)
     report["annotations"] = {
         "file": annotations,
         "samples": len(samples),
@@ -146,6 +154,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the prompts asked for no <think> block (format reward of the no-think layout)")
     parser.add_argument("--interval-policy", choices=["clip", "reject"], default="clip",
                         help="annotated intervals ending after the video: clip (as build_samples does) or reject")
+    parser.add_argument("--protocol", choices=list(task_registry.PROTOCOLS), default="ours",
+                        help="scoring protocol: ours (documented fixes) or upstream (VideoChat-R1's evaluation "
+                             "scripts); NExT-GQA IoP/IoU are official in both (docs/tasks.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -154,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         report, records = score_files(args.task, args.annotations, args.predictions, args.think,
-                                      args.interval_policy)
+                                      args.interval_policy, args.protocol)
     except (OSError, ValueError) as e:
         print(f"score: {e}", file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any, Callable
 
 from . import grounded_qa, mcq, temporal_grounding, tracking
-from .common import completion_text
+from .common import PROTOCOLS, completion_text
 
 TASKS: dict[str, ModuleType] = {
     temporal_grounding.NAME: temporal_grounding,
@@ -61,9 +61,13 @@ def render_prompt(task: str, problem: dict | str, think: bool = True, prompt_dir
         raise ValueError(f"template {path} needs field {e} that the {task} problem does not have") from None
 
 
-def parse(task: str, text: str) -> Any:
-    """The parsed answer (task-specific, JSON-able) or None. Never raises on any text."""
-    return get_task(task).parse(completion_text(text))
+def parse(task: str, text: str, protocol: str = "ours") -> Any:
+    """The parsed answer (task-specific, JSON-able) or None. Never raises on any text.
+
+    protocol: "ours" (the documented fixes) or "upstream" (VideoChat-R1's evaluation scripts); docs/tasks.md,
+    "Two scoring protocols". Training rewards always use "ours".
+    """
+    return get_task(task).parse(completion_text(text), protocol)
 
 
 def score(task: str, text: str, solution: dict | str, think: bool = True) -> dict[str, float]:
@@ -71,9 +75,9 @@ def score(task: str, text: str, solution: dict | str, think: bool = True) -> dic
     return get_task(task).score(completion_text(text), _as_dict(solution), think)
 
 
-def sample_metrics(task: str, text: str, solution: dict | str) -> dict[str, Any]:
-    """Per-sample metric inputs, JSON-able; feed a list of them to aggregate()."""
-    return get_task(task).sample_metrics(completion_text(text), _as_dict(solution))
+def sample_metrics(task: str, text: str, solution: dict | str, protocol: str = "ours") -> dict[str, Any]:
+    """Per-sample metric inputs under a scoring protocol (see parse), JSON-able; feed a list of them to aggregate()."""
+    return get_task(task).sample_metrics(completion_text(text), _as_dict(solution), protocol)
 
 
 def aggregate(task: str, rows: list[dict]) -> dict[str, float]:
@@ -115,6 +119,7 @@ from .merge import aggregate_records, gather_records, merge_records  # noqa: E40
 
 __all__ = [
     "TASKS",
+    "PROTOCOLS",
     "PROMPT_DIR",
     "get_task",
     "render_prompt",

@@ -20,6 +20,18 @@ NUM = r"\d{1,9}(?:\.\d{1,20})?"  # non-negative decimal
 SIGNED_NUM = r"-?" + NUM
 _WS = re.compile(r"\s*")
 
+# Scoring protocols (docs/tasks.md, "Two scoring protocols"): `ours` reads answers with the documented fixes below;
+# `upstream` reads them the way VideoChat-R1's evaluation scripts (src_eval/evaluate_*.py) do. Both score
+# NExT-GQA's IoP the official way (best gold segment) and keep the bounds above (MAX_TEXT_CHARS, MAX_BLOCK_CHARS,
+# at most 9 integer digits).
+PROTOCOLS = ("ours", "upstream")
+
+
+def check_protocol(protocol: str) -> str:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown scoring protocol {protocol!r}; known: {list(PROTOCOLS)}")
+    return protocol
+
 
 # ---------------------------------------------------------------- completions and tag blocks
 
@@ -121,6 +133,24 @@ def parse_letter(content: str | None) -> str | None:
     return m.group(1).upper() if m else None
 
 
+# VideoChat-R1 src_eval/evaluate_{gqa,qa}.py, extract_characters_regex: these lead-ins are deleted, then the first
+# capital A-G anywhere is the letter. "Best answer:" "Best option:" is one string there (a missing comma), kept so.
+UPSTREAM_LEAD_INS = ("The best answer is", "The correct answer is", "The answer is", "The answer",
+                     "The best option is", "The correct option is", "Best answer:Best option:")
+_ANY_CAPITAL = re.compile(r"[A-G]")
+
+
+def upstream_letter(content: str | None) -> str | None:
+    """Option letter the way VideoChat-R1's evaluation reads it: "Based on the video, C" reads as B."""
+    if content is None:
+        return None
+    content = content[:MAX_BLOCK_CHARS].strip()
+    for lead_in in UPSTREAM_LEAD_INS:
+        content = content.replace(lead_in, "")
+    m = _ANY_CAPITAL.search(content)  # upstream's "> 10 words and no capital" rule gives "" either way
+    return m.group(0) if m else None
+
+
 def gold_letter(value: Any) -> str:
     """Letter of an annotation's answer: "C" or "(C)" -> "C"."""
     letter = str(value).strip().strip("().").strip()
@@ -135,7 +165,7 @@ def gold_letter(value: Any) -> str:
 def _tuple_list_regex(arity: int, num: str) -> re.Pattern:
     inner = r"\s*,\s*".join([num] * arity)
     item = rf"(?:\(\s*{inner}\s*\)|\[\s*{inner}\s*\])"
-    return re.compile(rf"\s*\[\s*{item}(?:\s*,\s*{item})*\s*,?\s*\]\s*")
+    return re.compile(rf"\s*\[\s*{item}(?:\s*,\s*{item})*\s*(?:,\s*)?\]\s*")  # not \s*,?\s*: quadratic
 
 
 _TUPLE_LISTS: dict[tuple[int, bool], re.Pattern] = {}
@@ -180,6 +210,11 @@ def _length(merged: list[tuple[float, float]]) -> float:
     return sum(e - s for s, e in merged)
 
 
+def covered_length(intervals: Iterable[Sequence[float]]) -> float:
+    """Length of the union of an interval list (0 for no interval or only points)."""
+    return _length(merge_intervals(intervals))
+
+
 def _overlap(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float:
     """Length of the intersection of two merged interval lists (two-pointer sweep)."""
     i = j = 0
@@ -203,11 +238,32 @@ def merged_iou(pred: Iterable[Sequence[float]], gold: Iterable[Sequence[float]])
     return min(1.0, inter / union) if union > 0 else 0.0
 
 
-def merged_iop(pred: Iterable[Sequence[float]], gold: Iterable[Sequence[float]]) -> float:
-    """Intersection over prediction (NExT-GQA's IoP); 0 for an empty prediction."""
-    a, b = merge_intervals(pred), merge_intervals(gold)
-    covered = _length(a)
-    return min(1.0, _overlap(a, b) / covered) if covered > 0 else 0.0
+def segment_iou_iop(pred: Sequence[Sequence[float]], gold: Iterable[Sequence[float]]) -> tuple[float, float]:
+    """NExT-GQA's official (IoU, IoP) of predicted evidence against the BEST gold segment, each maximised alone.
+
+    Official definition (doc-doc/NExT-GQA code/TempGQA/eval_ground.py, get_tIoU and eval_ground): for one
+    predicted span and each gold segment, IoU = |inter| / |hull| and IoP = |inter| / |prediction|; a question
+    scores the maximum of each over its gold segments (negative overlaps never beat the initial 0). A zero-length
+    prediction (start == end) has IoU 0 and IoP 1 when the point lies in a gold segment (ends included), else 0.
+    VideoChat-R1 predicts a list of spans; they are read as their union P: IoU = |P n g| / |P u g| and
+    IoP = |P n g| / |P| (equal to the official values for one span). A prediction made of points only has IoP 1
+    when one gold segment contains all of them, else 0; points next to spans of positive length add nothing.
+    """
+    segments = [(float(s), float(e)) for s, e in gold]
+    spans = [(float(s), float(e)) for s, e in pred]
+    merged = merge_intervals(spans)
+    if not merged:
+        points = [s for s, e in spans if s == e]
+        inside = points and any(all(g0 <= p <= g1 for p in points) for g0, g1 in segments)
+        return 0.0, float(bool(inside))
+    covered = _length(merged)
+    best_iou = best_iop = 0.0
+    for segment in segments:
+        g = merge_intervals([segment])
+        inter = _overlap(merged, g)
+        best_iou = max(best_iou, inter / (covered + _length(g) - inter))
+        best_iop = max(best_iop, inter / covered)
+    return min(1.0, best_iou), min(1.0, best_iop)
 
 
 def interval_iou(a: Sequence[float], b: Sequence[float]) -> float:

@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from .common import Terms, extract_block, format_tags, gold_letter, layout, parse_letter, ratio_metrics
+from .common import (
+    Terms,
+    check_protocol,
+    extract_block,
+    format_tags,
+    gold_letter,
+    layout,
+    parse_letter,
+    ratio_metrics,
+    upstream_letter,
+)
 
 NAME = "qa"
 PARTS = ("format", "accuracy")
@@ -21,9 +31,11 @@ def prompt_fields(problem: dict) -> dict[str, Any]:
     return {**problem, "question": problem["question"], "options": options_text(problem["options"])}
 
 
-def parse(text: str) -> str | None:
-    """Option letter from the first <answer> block (see common.parse_letter)."""
-    return parse_letter(extract_block(text, "answer", last=False))
+def parse(text: str, protocol: str = "ours") -> str | None:
+    """Option letter from the first <answer> block: common.parse_letter, or under the `upstream` protocol
+    common.upstream_letter (VideoChat-R1 src_eval/evaluate_qa.py, extract_characters_regex)."""
+    read = upstream_letter if check_protocol(protocol) == "upstream" else parse_letter
+    return read(extract_block(text, "answer", last=False))
 
 
 def score(text: str, solution: dict, think: bool = True) -> dict[str, float]:
@@ -36,8 +48,8 @@ def score(text: str, solution: dict, think: bool = True) -> dict[str, float]:
     }
 
 
-def sample_metrics(text: str, solution: dict) -> dict[str, Any]:
-    pred = parse(text)
+def sample_metrics(text: str, solution: dict, protocol: str = "ours") -> dict[str, Any]:
+    pred = parse(text, protocol)
     return {"correct": float(pred == gold_letter(solution["answer"])), "parsed": pred is not None}
 
 

@@ -5,10 +5,21 @@ solution {"timestamps": [start, end]}  (seconds)
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
-from .common import NUM, Terms, extract_block, format_tags, interval_iou, layout, ratio_metrics
+from .common import (
+    NUM,
+    Terms,
+    check_protocol,
+    extract_block,
+    format_tags,
+    interval_iou,
+    layout,
+    ratio_metrics,
+    tail,
+)
 
 NAME = "tg"
 PARTS = ("format", "iou")
@@ -26,13 +37,15 @@ def prompt_fields(problem: dict) -> dict[str, Any]:
     return {**problem, "sentence": problem["sentence"], "duration": float(problem["duration"])}
 
 
-def parse(text: str) -> list[float] | None:
+def parse(text: str, protocol: str = "ours") -> list[float] | None:
     """The last "a to b" (or "a and b") pair of non-negative decimals in the last <answer> block.
 
     Upstream accepted start > end and its eval scripts parsed differently from its reward (reference section 8,
     defect 4); we reject start > end (None, so reward 0) and this is the one parser used by training and
-    evaluation.
+    evaluation. protocol="upstream" reads the answer as VideoChat-R1's evaluation does (parse_upstream).
     """
+    if check_protocol(protocol) == "upstream":
+        return parse_upstream(text)
     block = extract_block(text, "answer")
     if block is None:
         return None
@@ -43,6 +56,47 @@ def parse(text: str) -> list[float] | None:
         return None
     start, end = float(last.group(1)), float(last.group(2))
     return [start, end] if start <= end else None
+
+
+# VideoChat-R1 src_eval/evaluate_grounding.py, parse_timestamp_output: the last match of
+# r"(\d+\.?\d*) (to|and) (\d+\.?\d*)" in the WHOLE output (think text included, no tags needed), exactly one
+# space on each side of a lowercase "to"/"and"; its fallback to the first <answer> block can never add a match.
+# Read here in linear time: each " to "/" and " between a digit or dot and a digit is one candidate; its first
+# number is the longest tail of the digit-and-dot run before it that reads as digits, an optional dot, digits
+# ("1.2.3 to 4" gives 2.3, "6.22e-01 to 7" gives 1), its second the longest such run after it; a match may not
+# start inside the previous one (re.findall's scan).
+_UPSTREAM_JOIN = re.compile(r"(?<=[\d.]) (?:to|and) (?=\d)")
+_UPSTREAM_NUM = re.compile(r"\d+\.?\d*")
+
+
+def _upstream_left_number(text: str, end: int, floor: int) -> str | None:
+    start = end
+    while start > floor and (text[start - 1].isdecimal() or text[start - 1] == "."):
+        start -= 1
+    run = text[start:end]
+    dot = run.rfind(".")
+    if dot < 0:
+        return run or None
+    before = run[run.rfind(".", 0, dot) + 1 : dot]
+    return before + run[dot:] if before else (run[dot + 1 :] or None)
+
+
+def parse_upstream(text: str) -> list[float] | None:
+    """[start, end] as VideoChat-R1's evaluation reads it (start > end kept: it scores 0 there too), else None."""
+    text = tail(text)
+    found, floor = None, 0
+    for join in _UPSTREAM_JOIN.finditer(text):
+        if join.start() <= floor:
+            continue
+        left = _upstream_left_number(text, join.start(), floor)
+        if left is None:
+            continue
+        right = _UPSTREAM_NUM.match(text, join.end())
+        found, floor = (left, right.group(0)), right.end()
+    if found is None:
+        return None
+    start, end = float(found[0]), float(found[1])
+    return [start, end] if math.isfinite(start) and math.isfinite(end) else None
 
 
 def _gold(solution: dict) -> list[float]:
@@ -59,8 +113,9 @@ def score(text: str, solution: dict, think: bool = True) -> dict[str, float]:
     }
 
 
-def sample_metrics(text: str, solution: dict) -> dict[str, Any]:
-    pred = parse(text)
+def sample_metrics(text: str, solution: dict, protocol: str = "ours") -> dict[str, Any]:
+    """IoU of the answer under a scoring protocol: upstream's IoU of an inverted pair is 0, as interval_iou's."""
+    pred = parse(text, protocol)
     return {"iou": interval_iou(pred, _gold(solution)) if pred is not None else 0.0, "parsed": pred is not None}
 
 

@@ -8,9 +8,21 @@ equal to the box count.
 """
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
-from .common import Terms, box_iou, extract_block, format_tags, layout, mean, parse_tuples, ratio_metrics
+from .common import (
+    Terms,
+    box_iou,
+    check_protocol,
+    extract_block,
+    format_tags,
+    layout,
+    mean,
+    parse_tuples,
+    ratio_metrics,
+)
 
 NAME = "tracking"
 PARTS = ("format", "iou")
@@ -31,9 +43,37 @@ def prompt_fields(problem: dict) -> dict[str, Any]:
     }
 
 
-def parse(text: str) -> list[list[float]] | None:
-    """The last <answer> block as a list of [x0, y0, x1, y1] boxes (any count, signed numbers), else None."""
+def parse(text: str, protocol: str = "ours") -> list[list[float]] | None:
+    """The last <answer> block as a list of [x0, y0, x1, y1] boxes (any count, signed numbers), else None;
+    protocol="upstream": the first <answer> block as VideoChat-R1's evaluation reads it (parse_upstream)."""
+    if check_protocol(protocol) == "upstream":
+        return parse_upstream(text)
     return parse_tuples(extract_block(text, "answer"), 4, signed=True)
+
+
+# VideoChat-R1 src_eval/evaluate_track.py, process_work_items + is_valid_list_of_lists: the FIRST <answer> block,
+# newlines removed, read by ast.literal_eval; valid when it is a list of exactly 8 lists (not tuples) of 4 items.
+# Python number literals are read here without evaluating anything: one optional sign, decimals with an optional
+# fraction and exponent ("+0.230", "6.22e-01", "1.", ".5"); the other literals ast.literal_eval also takes (hex,
+# underscores, True/False, complex, strings) are not (docs/tasks.md lists what that changes).
+_PY_NUM = r"(?:[+-][ \t]*)?(?:\d{1,9}(?:\.\d{0,20})?|\.\d{1,20})(?:[eE][+-]?\d{1,3})?"
+_PY_BOX = r"\[\s*" + r"\s*,\s*".join([f"({_PY_NUM})"] * 4) + r"\s*(?:,\s*)?\]"
+_PY_BOX_RE = re.compile(_PY_BOX)
+_PY_BOX_LIST = re.compile(rf"\s*\[\s*{_PY_BOX}(?:\s*,\s*{_PY_BOX})*\s*(?:,\s*)?\]\s*")
+
+
+def parse_upstream(text: str) -> list[list[float]] | None:
+    """The first <answer> block read as VideoChat-R1's evaluation reads it: 8 boxes, else None."""
+    block = extract_block(text, "answer", last=False)
+    if block is None:
+        return None
+    block = block.replace("\n", "")
+    if not _PY_BOX_LIST.fullmatch(block):
+        return None
+    boxes = [[float(v.replace(" ", "").replace("\t", "")) for v in m.groups()] for m in _PY_BOX_RE.finditer(block)]
+    if len(boxes) != NUM_BOXES or not all(math.isfinite(v) for b in boxes for v in b):
+        return None
+    return boxes
 
 
 def valid_box(box: list[float]) -> bool:
@@ -48,9 +88,11 @@ def _gold(solution: dict) -> list[list[float]]:
     return boxes
 
 
-def frame_ious(text: str, gold: list[list[float]]) -> list[float]:
-    """IoU per annotated frame; all 0 unless the answer has exactly one box per annotated frame."""
-    pred = parse(text)
+def frame_ious(text: str, gold: list[list[float]], protocol: str = "ours") -> list[float]:
+    """IoU per annotated frame; all 0 unless the answer has exactly one box per annotated frame. Upstream's IoU
+    (evaluate_track.py, calculate_iou) does not clip box areas at 0, which changes nothing: an inverted or empty
+    predicted box has no intersection, so its IoU is 0 (or -0.0) there as here."""
+    pred = parse(text, protocol)
     if pred is None or len(pred) != len(gold):
         return [0.0] * len(gold)
     return [box_iou(p, g) for p, g in zip(pred, gold)]
@@ -67,10 +109,10 @@ def score(text: str, solution: dict, think: bool = True) -> dict[str, float]:
     return {"format": float(_format_ok(text, gold, think)), "iou": mean(frame_ious(text, gold))}
 
 
-def sample_metrics(text: str, solution: dict) -> dict[str, Any]:
+def sample_metrics(text: str, solution: dict, protocol: str = "ours") -> dict[str, Any]:
     gold = _gold(solution)
-    ious = frame_ious(text, gold)
-    pred = parse(text)
+    ious = frame_ious(text, gold, protocol)
+    pred = parse(text, protocol)
     return {"miou": mean(ious), "ious": ious, "parsed": pred is not None and len(pred) == len(gold)}
 
 

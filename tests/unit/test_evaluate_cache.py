@@ -66,16 +66,18 @@ def test_base_generations_are_cached_and_equal_a_fresh_run(tiny_model_dir, sampl
     assert lines[-1] == "Nothing was learned: no task's headline metric improved beyond noise (95% interval)"
     table = read_json(tmp_path / "metrics" / "eval_samples.json")
     assert table["inputs_sha256"] == second["inputs_sha256"] and list(table["tasks"]) == sorted(PROBLEMS)
+    assert second["protocol"] == table["protocol"] == "ours"  # the scoring protocol is recorded in both files
     assert table["tasks"]["tg"]["tg-0"]["candidate"] == table["tasks"]["tg"]["tg-0"]["baseline"]
     assert set(table["tasks"]["tracking"]["tracking-2"]["candidate"]) == {"miou", "ious", "parsed"}
     assert second["blind"] is None  # no training samples given
     for name in ("iou_hist.png", "candidate_vs_baseline.png", "reward_curves.png"):
         assert (tmp_path / "metrics" / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # another decoding budget is another key: the base runs again
-    third = evaluate.run(params(tmp_path).model_copy(update={"max_new_tokens": 5}), str(candidate),
-                         tiny_model_dir, str(samples), MlflowParams())
+    # another decoding budget is another key: the base runs again (the scoring protocol is no part of the key)
+    third = evaluate.run(params(tmp_path).model_copy(update={"max_new_tokens": 5, "protocol": "upstream"}),
+                         str(candidate), tiny_model_dir, str(samples), MlflowParams())
     assert third["baseline"]["cached"] is False and third["baseline"]["cache"] != first["baseline"]["cache"]
+    assert third["protocol"] == read_json(tmp_path / "metrics" / "eval_samples.json")["protocol"] == "upstream"
     entries = sorted(p.name for p in (tmp_path / "cache").glob("*.json") if p.name != "file-hashes.json")
     assert len(entries) == 2
 

@@ -131,3 +131,12 @@ def test_params_yaml_gate_wants_significant_perception_gains_and_keeps_general_q
     assert p.improve == {"tg.mIoU": 0.0, "tracking.AO": 0.0}
     assert set(p.keep) == {"qa.accuracy", "gqa.evidence_mIoU"} and 0 < p.keep["qa.accuracy"] <= 0.1
     assert (p.interval_level, p.bootstrap_resamples, p.to_alias, p.from_alias) == (0.95, 2000, "production", "staging")
+
+
+def test_a_production_scored_under_another_protocol_is_not_compared():
+    production = samples(BASE_VALUES, BASE_VALUES)
+    production["protocol"] = "upstream"  # evaluate.protocol  # the candidate's table has none: scored 'ours'
+    res = judge(shifted(BASE_VALUES, tg=0.3, tracking=0.3), production)
+    against = [c for c in res["checks"] if c["reference"] == "version 1"]
+    assert not res["passed"] and against and all(not c["ok"] for c in against)
+    assert "'upstream' protocol" in against[0]["reason"]

@@ -34,10 +34,11 @@ def score(capsys, *args) -> tuple[int, dict, str]:
     return rc, (json.loads(out) if out.strip() else {}), err
 
 
-def score_all(capsys, tmp_path, task: str, annotations: Path, lines: list, samples: int, predicted: int) -> dict:
+def score_all(capsys, tmp_path, task: str, annotations: Path, lines: list, samples: int, predicted: int,
+              protocol: str = "ours") -> dict:
     """Score `lines`; every one of the `samples` annotated samples counts, those without a line are missing."""
     rc, report, _ = score(capsys, "--task", task, "--annotations", annotations, "--predictions",
-                          write_predictions(tmp_path / "p.jsonl", lines))
+                          write_predictions(tmp_path / "p.jsonl", lines), "--protocol", protocol)
     assert rc == 0
     assert report["metrics"]["count"] == samples and report["missing"]["count"] == samples - predicted
     return report
@@ -115,11 +116,13 @@ def test_tg_reject_policy_reports_rejected_queries_not_unknown_ids(tmp_path, cap
 
 
 @real
-def test_gqa_real_samples(tmp_path, capsys):
+@pytest.mark.parametrize("protocol", ["ours", "upstream"])
+def test_gqa_real_samples(tmp_path, capsys, protocol):
     lines = [
         # gold (C), evidence [13.8, 29.8]: all right
         {"id": "4882821564_1", "output": think("<answer>C</answer>\n<glue>[(13.8, 29.8)]</glue>")},
-        # gold (C), 5 spans of 17.5 s in all; [20.9, 26.0] covers 4.0 s of them: IoU 4/18.6, IoP 4/5.1
+        # gold (C), 5 spans of 17.5 s in all; [20.9, 26.0] covers 4.0 s of them: union IoU 4/18.6; NExT-GQA's
+        # official best segment is [23.8, 26.0]: IoU 2.2/5.1 and IoP 2.2/5.1 (the merged gold's IoP was 4/5.1)
         {"id": "2435100235_7", "output": think("<answer>(C) show him the watch</answer><glue>[(20.9, 26.0)]</glue>")},
         # gold (C): wrong letter, perfect evidence
         {"id": "2834146886_8", "output": think("<answer>A</answer><glue>[(36.9, 44.0)]</glue>")},
@@ -128,13 +131,15 @@ def test_gqa_real_samples(tmp_path, capsys):
         {"id": "4260763967_4", "output": "<answer></answer><glue>[(5, 1)]</glue>"},  # nothing readable
     ]
     n = 30
-    report = score_all(capsys, tmp_path, "gqa", NEXTGQA, lines, samples=n, predicted=5)
+    report = score_all(capsys, tmp_path, "gqa", NEXTGQA, lines, samples=n, predicted=5, protocol=protocol)
+    assert report["protocol"] == protocol  # these outputs read the same under both protocols
     m = report["metrics"]
     assert m["accuracy"] == pytest.approx(3 / n)
     assert m["evidence_mIoU"] == pytest.approx((1 + 4 / 18.6 + 1) / n)
-    assert m["mIoP"] == pytest.approx((1 + 4 / 5.1 + 1) / n)
-    assert m["Acc@GQA"] == pytest.approx(2 / n)  # right letter and IoP >= 0.5
-    assert (m["IoU@0.3"], m["IoU@0.5"], m["IoP@0.3"], m["IoP@0.5"]) == pytest.approx((2 / n, 2 / n, 3 / n, 3 / n))
+    assert m["seg_mIoU"] == pytest.approx((1 + 2.2 / 5.1 + 1) / n)
+    assert m["mIoP"] == pytest.approx((1 + 2.2 / 5.1 + 1) / n)
+    assert m["Acc@GQA"] == pytest.approx(1 / n)  # right letter and IoP >= 0.5: the first only
+    assert (m["IoU@0.3"], m["IoU@0.5"], m["IoP@0.3"], m["IoP@0.5"]) == pytest.approx((3 / n, 2 / n, 3 / n, 2 / n))
     assert m["parse_rate"] == pytest.approx(4 / n)
     assert report["mean_rewards"] == pytest.approx(
         {"format": 3 / n, "accuracy": 3 / n, "evidence_iou": (1 + 4 / 18.6 + 1) / n})
