@@ -55,10 +55,11 @@ def parse(text: str, protocol: str = "ours") -> list[list[float]] | None:
 # newlines removed, read by ast.literal_eval; valid when it is a list of exactly 8 lists (not tuples) of 4 items.
 # Python number literals are read here without evaluating anything: one optional sign, decimals with an optional
 # fraction and exponent ("+0.230", "6.22e-01", "1.", ".5"); the other literals ast.literal_eval also takes (hex,
-# underscores, True/False, complex, strings) are not (docs/tasks.md lists what that changes).
+# underscores, True/False, complex, strings) are not, nor are infinities (docs/tasks.md lists what that changes).
 _PY_NUM = r"(?:[+-][ \t]*)?(?:\d{1,9}(?:\.\d{0,20})?|\.\d{1,20})(?:[eE][+-]?\d{1,3})?"
 _PY_BOX = r"\[\s*" + r"\s*,\s*".join([f"({_PY_NUM})"] * 4) + r"\s*(?:,\s*)?\]"
 _PY_BOX_RE = re.compile(_PY_BOX)
+_PY_LEADING_ZERO_INT = re.compile(r"0+[1-9]\d*")
 _PY_BOX_LIST = re.compile(rf"\s*\[\s*{_PY_BOX}(?:\s*,\s*{_PY_BOX})*\s*(?:,\s*)?\]\s*")
 
 
@@ -70,6 +71,9 @@ def parse_upstream(text: str) -> list[list[float]] | None:
     block = block.replace("\n", "")
     if not _PY_BOX_LIST.fullmatch(block):
         return None
+    texts = [[v.lstrip("+- \t") for v in m.groups()] for m in _PY_BOX_RE.finditer(block)]
+    if any(_PY_LEADING_ZERO_INT.fullmatch(v) for box in texts for v in box):
+        return None  # "07": a SyntaxError for literal_eval ("00" and "07.5" are fine)
     boxes = [[float(v.replace(" ", "").replace("\t", "")) for v in m.groups()] for m in _PY_BOX_RE.finditer(block)]
     if len(boxes) != NUM_BOXES or not all(math.isfinite(v) for b in boxes for v in b):
         return None

@@ -271,3 +271,74 @@ def test_gqa_and_tracking_table_examples():
         assert (row["evidence_iou"], row["iop"], row["seg_iou"]) == (0.0, 0.0, 0.0)
         # K4: Python literals that are not plain decimals are not read in either protocol
         assert metrics("tracking", f"<answer>{boxes_text('[0x0, 0, 1, 1]')}</answer>", TRACK, protocol)["miou"] == 0
+
+
+# ---------------------------------------------------------------- differential: the upstream readings vs the scripts'
+# own expressions, on many short random strings (where their backtracking costs nothing). The oracles restate the
+# behaviour read in the scripts named at the top of this file.
+
+
+def test_upstream_tg_reading_equals_the_scripts_regex():
+    import random
+    import re
+
+    oracle = re.compile(r"(\d+\.?\d*) (to|and) (\d+\.?\d*)")  # parse_timestamp_output, last findall match
+    rng = random.Random(0)
+    alphabet = list("0123456789" * 3) + list(". .-e") + [" to ", " and ", "to", " ", "x", "\n", " TO "]
+    for _ in range(20000):
+        s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 25)))
+        found = oracle.findall(s)
+        expected = [float(found[-1][0]), float(found[-1][2])] if found else None
+        assert T.parse("tg", s, "upstream") == expected, s
+
+
+def test_upstream_glue_reading_equals_the_scripts_validation():
+    import ast
+    import random
+    import re
+
+    # is_valid_two_d_list_format: this pattern with re.match, then literal_eval: tuples of 2 with start <= end
+    oracle = re.compile(r"^\[(\(\d+(\.\d+)?,\s*\d+(\.\d+)?\)(,\s*\(\d+(\.\d+)?,\s*\d+(\.\d+)?\))*(,)?|)\]$")
+    rng = random.Random(0)
+    alphabet = list("0123456789") + list("[](), .\n") + [", ", "(1, 2)", "(3.5, 4)"]
+    for _ in range(20000):
+        s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 20)))
+        expected = None
+        if oracle.match(s):
+            spans = ast.literal_eval(s)
+            if all(a <= b for a, b in spans):
+                expected = [[float(a), float(b)] for a, b in spans]
+        assert T.parse("gqa", f"<glue>{s}</glue>", "upstream") == (
+            None if expected is None else {"answer": None, "glue": expected}), s
+
+
+def test_upstream_box_reading_equals_literal_eval_on_decimal_literals():
+    import ast
+    import math
+    import random
+
+    def oracle(s):  # is_valid_list_of_lists, then numbers; booleans and infinities are not read (docs K4)
+        try:
+            data = ast.literal_eval(s.replace("\n", ""))
+        except (ValueError, SyntaxError):
+            return None
+        if not isinstance(data, list) or len(data) != 8 or not all(isinstance(b, list) and len(b) == 4 for b in data):
+            return None
+        values = [v for b in data for v in b]
+        if not all(type(v) in (int, float) and math.isfinite(v) for v in values):
+            return None
+        return [[float(v) for v in b] for b in data]
+
+    rng = random.Random(0)
+    # decimal literals only: hex and underscores are read by literal_eval and not here (docs/tasks.md, K4)
+    numbers = ["0.1", "+0.2", "-0.3", "1e-1", "6.22e-01", ".5", "1.", "0", "1", "07", "00", "007.5", "0e1",
+               "+ 0.5", "- 1", "--1", "1e999", "0.25E+1", "00.5", "-07", "True", "'a'"]
+    for _ in range(3000):
+        boxes = []
+        for _ in range(rng.choice([8, 8, 8, 7])):
+            opening, closing = ("(", ")") if rng.random() < 0.05 else ("[", "]")
+            sep = rng.choice([", ", ",", " , ", ",\n"])
+            boxes.append(opening + sep.join(rng.choice(numbers) for _ in range(4)) + rng.choice(["", ",", " "])
+                         + closing)
+        s = rng.choice(["", " ", "\n"]) + "[" + ", ".join(boxes) + rng.choice(["", ",", " "]) + "]"
+        assert T.parse("tracking", f"<answer>{s}</answer>", "upstream") == oracle(s), s
