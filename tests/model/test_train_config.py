@@ -92,11 +92,16 @@ def test_recipe_is_valid_and_pins_the_paper(tmp_path):
     ds = json.loads((ROOT / accel["deepspeed_config"]["deepspeed_config_file"]).read_text())
     assert ds["zero_optimization"]["stage"] == 3 and ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
     # the CLI prints `-S` pairs that load back to the same params (what `dvc exp run` receives); a key params.yaml
-    # does not list (extract_frames.budget) gets Hydra's `++`, which DVC needs to add it
-    out = subprocess.run([sys.executable, str(ROOT / "recipes" / "apply.py"), str(recipe), "--params",
-                          str(ROOT / "params.yaml")], capture_output=True, text=True, check=True).stdout.splitlines()
-    assert out[0::2] == ["-S"] * len(items) and out[1::2] == for_dvc(items, ROOT / "params.yaml")
-    assert [o.removeprefix("++") for o in out[1::2]] == items and '++extract_frames.budget="qwen_vl_utils"' in out
+    # does not list gets Hydra's `++`, which DVC needs to add it (here: a params.yaml without extract_frames.budget)
+    lean = tmp_path / "params.yaml"
+    lean.write_text("".join(line for line in (ROOT / "params.yaml").read_text().splitlines(keepends=True)
+                            if not line.startswith("  budget:")))
+    for params_file, budget in ((ROOT / "params.yaml", 'extract_frames.budget="qwen_vl_utils"'),
+                                (lean, '++extract_frames.budget="qwen_vl_utils"')):
+        out = subprocess.run([sys.executable, str(ROOT / "recipes" / "apply.py"), str(recipe), "--params",
+                              str(params_file)], capture_output=True, text=True, check=True).stdout.splitlines()
+        assert out[0::2] == ["-S"] * len(items) and out[1::2] == for_dvc(items, params_file)
+        assert [o.removeprefix("++") for o in out[1::2]] == items and budget in out
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  num_generation: 8\n")  # typo
     with pytest.raises(Exception, match="num_generation"):
