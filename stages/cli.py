@@ -73,6 +73,36 @@ def cmd_summary(args) -> int:
     return 0
 
 
+# `videorft exps`: the train params a sweep usually varies (dvc exp show column names).
+EXPS_PARAMS = ("model.name_or_path", "train.tasks", "train.max_steps", "train.learning_rate", "train.beta",
+               "train.num_generations", "train.loss_type", "train.seed")
+
+
+def exps_keep() -> str:
+    """The `dvc exp show --keep` regex of `videorft exps`: per task the candidate's headline metric and the ends of
+    its paired interval of candidate - base (eval.json), whether general ability was kept, the main params."""
+    import re
+
+    from stages.eval_plots import HEADLINE
+
+    metrics = "|".join(re.escape(f"{t}.{m}") for t, m in HEADLINE.items())
+    params = "|".join(re.escape(p) for p in EXPS_PARAMS)
+    return (rf"^(Experiment|Created|candidate\.metrics\.({metrics})|intervals\.({metrics})\.(lo|hi)|general\.kept"
+            rf"|{params})$")
+
+
+def cmd_exps(args, dvc_args: list[str]) -> int:
+    """`dvc exp show` with the curated columns; other dvc exp show options pass through (-A, --md, --csv, -n 5)."""
+    import shlex
+    import subprocess
+
+    show = ["exp", "show", "--no-pager", "--drop", ".*", "--keep", exps_keep(), *dvc_args]
+    if args.print:
+        print(shlex.join(["dvc", *show]))
+        return 0
+    return subprocess.call([sys.executable, "-m", "dvc", *show])
+
+
 def cmd_flow(args) -> int:
     check_stages(args.stages)
     from flows.pipeline import pipeline
@@ -172,7 +202,15 @@ def main(argv=None) -> int:
     sc = sub.add_parser("score", help="score a predictions JSONL against annotations in an upstream format")
     score.add_arguments(sc)
     sc.set_defaults(fn=score.run)
-    args = parser.parse_args(argv)
+    ex = sub.add_parser("exps", help="dvc exp show with curated columns (headline metrics, intervals, main params); "
+                        "other dvc exp show options pass through")
+    ex.add_argument("--print", action="store_true", help="print the dvc command instead of running it")
+    ex.set_defaults(fn=cmd_exps)
+    args, extra = parser.parse_known_args(argv)
+    if args.fn is cmd_exps:
+        return cmd_exps(args, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args.fn(args)
 
 

@@ -1,18 +1,27 @@
 """Evaluation plots (PNG, matplotlib without a display): per-task IoU histograms, candidate vs base bars with
 the difference's bootstrap interval, and the training run's reward curves. Declared as DVC plots of the evaluate
-stage and logged to the MLflow run."""
+stage and logged to the MLflow run.
+
+The data behind two of them is also written as DVC plot data (JSON, byte-deterministic, kept in git), which
+dvc.yaml's top-level `plots:` draws with DVC's built-in templates, so `dvc plots diff` overlays experiments:
+reward_curves.json (reward_rows) and candidate_vs_base.json (comparison_rows)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from stages.io import atomic_path
+from stages.io import atomic_path, write_json
 
 # The per-sample overlap each spatio-temporal task is judged by (see stages/tasks/*.sample_metrics).
 IOU_FIELD = {"tg": "iou", "gqa": "evidence_iou", "tracking": "miou"}
 # The headline metric of each task in the comparison chart.
 HEADLINE = {"tg": "mIoU", "gqa": "evidence_mIoU", "tracking": "AO", "qa": "accuracy"}
 BINS = [i / 10 for i in range(11)]
+# DVC plot data files (dvc.yaml top-level plots), next to the PNGs.
+REWARD_CURVES = "reward_curves.json"
+CANDIDATE_VS_BASE = "candidate_vs_base.json"
+ALL = "all"  # the reward curve over every task's completions (TRL's `reward`)
+DIGITS = 6
 
 
 def _pyplot():
@@ -109,6 +118,53 @@ def reward_curves(history: dict[str, list[tuple[int, float]]], path: str | os.Pa
     if history:
         ax.legend(fontsize=6, ncol=2)
     _save(fig, path)
+
+
+def _round(v) -> float | None:
+    return None if v is None else round(float(v), DIGITS)
+
+
+def reward_rows(history: dict[str, list[tuple[int, float]]], tasks: list[str]) -> list[dict]:
+    """Reward curves as DVC plot data, one row per logged step: `step`, `all` (TRL's `reward`, every task's
+    completions) and per task its reward, the sum of its parts' means (rewards/<task>_<part>/mean: the mean total
+    reward of that task's completions). Every row has every task of `tasks` (null where the task had no
+    completion in that logging window or was not trained), so one dvc.yaml definition draws any run."""
+    series: dict[str, dict[int, float]] = {ALL: dict(history.get("reward", []))}
+    for task in tasks:
+        head = f"rewards/{task}_"
+        parts = [dict(points) for name, points in history.items() if name.startswith(head) and name.endswith("/mean")]
+        steps = set().union(*parts) if parts else set()
+        series[task] = {s: sum(p[s] for p in parts) for s in steps if all(s in p for p in parts)}
+    steps = sorted(set().union(*series.values()))
+    return [{"step": int(s), **{name: _round(v.get(s)) for name, v in series.items()}} for s in steps]
+
+
+def comparison_rows(candidate: dict, baseline: dict, intervals: dict | None = None) -> list[dict]:
+    """Headline metric per task as DVC plot data: a row per (task, model) with `task`, `metric`, `model`
+    (base | candidate), `label` (what the chart's axis shows), `value`, and `lo`/`hi`: for the candidate, the base
+    plus the paired bootstrap interval of candidate - base (a base outside [lo, hi] is a change beyond noise);
+    null for the base (the interval is of the difference) and where the evaluation has no interval."""
+    intervals = intervals or {}
+    rows = []
+    for task in [t for t in HEADLINE if t in candidate]:
+        metric = HEADLINE[task]
+        base = baseline.get(task, {}).get(metric)
+        iv = intervals.get(task, {}).get(metric)
+        ends = (base + iv["lo"], base + iv["hi"]) if iv and base is not None else (None, None)
+        for model, value, (lo, hi) in (("base", base, (None, None)), ("candidate", candidate[task].get(metric), ends)):
+            rows.append({"task": task, "metric": metric, "model": model, "label": f"{task} {metric} {model}",
+                         "value": _round(value), "lo": _round(lo), "hi": _round(hi)})
+    return rows
+
+
+def write_data(out_dir: str | os.PathLike, cand_metrics: dict, base_metrics: dict, history: dict,
+               intervals: dict | None, tasks: list[str]) -> list[Path]:
+    """The DVC plot data files (reward_rows, comparison_rows) in out_dir."""
+    out = Path(out_dir)
+    paths = [out / REWARD_CURVES, out / CANDIDATE_VS_BASE]
+    write_json(paths[0], reward_rows(history, tasks))
+    write_json(paths[1], comparison_rows(cand_metrics, base_metrics, intervals))
+    return paths
 
 
 def write_all(out_dir: str | os.PathLike, cand_records: list[dict], base_records: list[dict],

@@ -6,9 +6,9 @@ that ignores the video, fit on the training samples); per-sample predictions; pl
 The base model's completions are cached outside the DVC outs (stages/eval_cache.py): evaluating a new candidate
 on the same inputs does not run the base again. Writes metrics/eval.json, metrics/eval_samples.json (per-sample
 metric rows of both models, for the promotion gate to pair with another evaluation), metrics/predictions.jsonl,
-metrics/plots/*.png, and logs eval/<model>/<task>/<metric>, eval/delta{,_lo,_hi}/<task>/<metric>, the files and
-the plots to the training run. Every metric is scored under `evaluate.protocol` (ours | upstream, docs/tasks.md),
-which both files record.
+metrics/plots/*.png and the data of two of them (*.json, drawn by dvc.yaml's top-level plots), and logs
+eval/<model>/<task>/<metric>, eval/delta{,_lo,_hi}/<task>/<metric>, the files and the plots to the training run.
+Every metric is scored under `evaluate.protocol` (ours | upstream, docs/tasks.md), which both files record.
 """
 from __future__ import annotations
 
@@ -229,6 +229,7 @@ def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlf
 
     history = eval_plots.reward_history(client, run_id) if client else {}
     plots = eval_plots.write_all(out / "plots", cand_records, base_records, cand_metrics, base_metrics, history, ivs)
+    plots += eval_plots.write_data(out / "plots", cand_metrics, base_metrics, history, ivs, list(task_registry.TASKS))
     if client:
         _log(client, run_id, result, [out / "eval.json", out / EVAL_SAMPLES, out / "predictions.jsonl"], plots)
     return result

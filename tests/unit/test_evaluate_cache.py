@@ -145,7 +145,15 @@ def test_metrics_predictions_and_plots_go_into_the_training_run(tiny_model_dir, 
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
     assert {"eval/eval.json", "eval/eval_samples.json", "eval/predictions.jsonl", "eval/plots"} <= logged
     assert {a.path for a in client.list_artifacts(run.info.run_id, "eval/plots")} == {
-        "eval/plots/iou_hist.png", "eval/plots/candidate_vs_baseline.png", "eval/plots/reward_curves.png"}
+        "eval/plots/iou_hist.png", "eval/plots/candidate_vs_baseline.png", "eval/plots/reward_curves.png",
+        "eval/plots/reward_curves.json", "eval/plots/candidate_vs_base.json"}
+    # the DVC plot data (dvc.yaml top-level plots): the run's reward curves, the headline metrics of both models
+    curves = read_json(tmp_path / "metrics" / "plots" / "reward_curves.json")
+    assert [(r["step"], r["all"], r["tg"], r["qa"]) for r in curves] == [
+        (1, 0.1, 0.05, None), (2, 0.3, 0.15, None), (3, 0.6, 0.3, None)]
+    bars = read_json(tmp_path / "metrics" / "plots" / "candidate_vs_base.json")
+    assert {(r["task"], r["model"]) for r in bars} == {(t, m) for t in res["candidate"]["metrics"]
+                                                         for m in ("base", "candidate")}
     from stages.eval_plots import reward_history
 
     hist = reward_history(client, run.info.run_id)

@@ -1,0 +1,125 @@
+"""DVC plot data (stages/eval_plots.py reward_rows, comparison_rows), worked by hand on tiny inputs; dvc.yaml's
+top-level plots draw files the evaluate stage writes and keeps in git; `videorft exps` (curated dvc exp show)."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from stages import eval_plots  # noqa: E402
+from stages.cli import exps_keep, main  # noqa: E402
+
+HISTORY = {
+    "reward": [(10, 1.5), (20, 1.25)],
+    "rewards/tg_format/mean": [(10, 1.0), (20, 0.5)],
+    "rewards/tg_iou/mean": [(10, 0.25), (20, 0.125)],
+    "rewards/qa_format/mean": [(20, 1.0)],  # no qa completion in the first logging window
+    "rewards/qa_accuracy/mean": [(20, 0.5)],
+    "rewards/t_grpo_bonus/mean": [(10, 0.3)],  # not a task's part
+    "rewards/tg_iou/std": [(10, 9.0)],  # not a mean
+}
+
+
+def test_reward_rows_sum_each_tasks_part_means_per_step():
+    rows = eval_plots.reward_rows(HISTORY, ["tg", "gqa", "qa"])
+    assert rows == [
+        {"step": 10, "all": 1.5, "tg": 1.25, "gqa": None, "qa": None},
+        {"step": 20, "all": 1.25, "tg": 0.625, "gqa": None, "qa": 1.5},
+    ]
+    assert eval_plots.reward_rows({}, ["tg"]) == []
+
+
+def test_comparison_rows_put_the_difference_interval_around_the_candidate():
+    cand = {"tg": {"mIoU": 0.5, "R@0.5": 0.4}, "qa": {"accuracy": 0.25}}
+    base = {"tg": {"mIoU": 0.375}, "qa": {"accuracy": 0.5}}
+    ivs = {"tg": {"mIoU": {"delta": 0.125, "lo": 0.0625, "hi": 0.25}}}  # qa: no interval
+    rows = eval_plots.comparison_rows(cand, base, ivs)
+    assert rows == [
+        {"task": "tg", "metric": "mIoU", "model": "base", "label": "tg mIoU base", "value": 0.375, "lo": None,
+         "hi": None},
+        {"task": "tg", "metric": "mIoU", "model": "candidate", "label": "tg mIoU candidate", "value": 0.5,
+         "lo": 0.4375, "hi": 0.625},
+        {"task": "qa", "metric": "accuracy", "model": "base", "label": "qa accuracy base", "value": 0.5, "lo": None,
+         "hi": None},
+        {"task": "qa", "metric": "accuracy", "model": "candidate", "label": "qa accuracy candidate", "value": 0.25,
+         "lo": None, "hi": None},
+    ]
+
+
+def test_plot_data_files_are_byte_deterministic(tmp_path):
+    cand, base = {"tg": {"mIoU": 1 / 3}}, {"tg": {"mIoU": 0.2}}
+    ivs = {"tg": {"mIoU": {"delta": 2 / 15, "lo": 0.01, "hi": 0.3}}}
+    a = eval_plots.write_data(tmp_path / "a", cand, base, HISTORY, ivs, ["tg", "qa"])
+    b = eval_plots.write_data(tmp_path / "b", cand, base, dict(reversed(HISTORY.items())), ivs, ["tg", "qa"])
+    assert [p.name for p in a] == [eval_plots.REWARD_CURVES, eval_plots.CANDIDATE_VS_BASE]
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+    assert json.loads(a[1].read_text())[1]["value"] == 0.333333  # rounded to DIGITS
+
+
+def _fields(entry) -> set[str]:
+    """Fields an x or y of a dvc.yaml plot definition names: a field, a list, or {file: field(s)}."""
+    if isinstance(entry, str):
+        return {entry}
+    if isinstance(entry, list):
+        return set(entry)
+    return set().union(*(_fields(v) for v in entry.values()))
+
+
+def test_dvc_yaml_plots_draw_files_the_evaluate_stage_writes_and_keeps_in_git():
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    out_dir = yaml.safe_load((ROOT / "params.yaml").read_text())["evaluate"]["out_dir"]
+    written = {f"{out_dir}/plots/{eval_plots.REWARD_CURVES}", f"{out_dir}/plots/{eval_plots.CANDIDATE_VS_BASE}"}
+    outs = {next(iter(o)): o[next(iter(o))] for o in dvc["stages"]["evaluate"]["outs"] if isinstance(o, dict)}
+    assert written <= set(outs) and all(outs[f] == {"cache": False} for f in written)  # in git: plots diff reads it
+    assert {"stages/evaluate.py", "stages/eval_plots.py"} <= set(dvc["stages"]["evaluate"]["deps"])
+    rows = {f"{out_dir}/plots/{eval_plots.REWARD_CURVES}": eval_plots.reward_rows(HISTORY, ["tg", "gqa",
+                                                                                          "tracking", "qa"]),
+            f"{out_dir}/plots/{eval_plots.CANDIDATE_VS_BASE}": eval_plots.comparison_rows(
+                {"tg": {"mIoU": 0.5}}, {"tg": {"mIoU": 0.4}})}
+    drawn = set()
+    for definition in dvc["plots"]:
+        (_, spec), = definition.items()
+        assert spec["template"] in {"linear", "bar_horizontal"}
+        files = set(spec["y"])
+        drawn |= files
+        for f in files:  # every field a plot reads is in every row the stage writes
+            assert (_fields(spec["x"]) | _fields(spec["y"][f])) <= set(rows[f][0]), (f, spec)
+    assert drawn == written
+    from stages.tasks import TASKS
+
+    curves = next(s for d in dvc["plots"] for s in d.values() if s["template"] == "linear")
+    assert set(curves["y"][f"{out_dir}/plots/{eval_plots.REWARD_CURVES}"]) == {eval_plots.ALL, *TASKS}
+    ignored = subprocess.run(["git", "check-ignore", *sorted(written)], cwd=ROOT, capture_output=True, text=True)
+    assert ignored.stdout == ""  # not git-ignored
+
+
+def test_exps_keep_selects_the_curated_columns():
+    keep = re.compile(exps_keep())
+    for col in ("Experiment", "Created", "candidate.metrics.tg.mIoU", "intervals.gqa.evidence_mIoU.lo",
+                "intervals.tracking.AO.hi", "general.kept", "train.learning_rate", "train.max_steps"):
+        assert keep.match(col), col
+    for col in ("rev", "typ", "parent", "baseline.metrics.tg.mIoU", "candidate.metrics.tg.R@0.5",
+                "intervals.tg.mIoU.n", "intervals.tg.mIoUx.lo", "train.out_dir", "synthesize.seed"):
+        assert not keep.match(col), col
+
+
+def test_exps_prints_and_runs_dvc_exp_show_on_this_repository(capsys, monkeypatch):
+    assert main(["exps", "--print", "--md"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("dvc exp show --no-pager --drop '.*' --keep ") and out.rstrip().endswith("--md")
+    if shutil.which("git") is None:
+        pytest.skip("no git")
+    monkeypatch.chdir(ROOT)
+    res = subprocess.run([sys.executable, "-m", "stages.cli", "exps", "-n", "1", "--csv"], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    header = res.stdout.splitlines()[0].split(",")
+    assert "candidate.metrics.tg.mIoU" in header and "train.max_steps" in header
+    assert len(header) <= 30 and not any(h.startswith("baseline.") for h in header)
