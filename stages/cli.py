@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 
 def fail(message: str) -> SystemExit:
@@ -26,7 +27,8 @@ def check_stages(stages: list[str]) -> None:
     """Stage names must be dvc.yaml's (this directory's pipeline), checked before a flow or server starts."""
     import yaml
 
-    tree = yaml.safe_load(open("dvc.yaml").read()) if os.path.isfile("dvc.yaml") else None
+    dvc_yaml = Path("dvc.yaml")
+    tree = yaml.safe_load(dvc_yaml.read_text()) if dvc_yaml.is_file() else None
     known = list((tree or {}).get("stages", {}))
     bad = [s for s in stages if s not in known]
     if bad:
