@@ -3,6 +3,7 @@ variant (a set of -S style overrides), each evaluated on the demo's held-out sam
 bootstrap intervals. One demo run is one draw: this is how a setting is chosen by measurement.
 
     python bench/demo_seeds.py                                   # params.yaml as is, GRPO seeds 0 and 1
+    python bench/demo_seeds.py --work runs/ds-slow -S synthesize.tracking_motion=0.5   # other data: own work dir
     python bench/demo_seeds.py --seeds 0,1,2 --variant paper-loss=train.loss_type=grpo \\
         --variant beta0.2=train.beta=0.2,train.loss_type=dapo
 
@@ -54,6 +55,9 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1", help="GRPO seeds (train.seed), comma-separated")
     ap.add_argument("--variant", action="append", default=[], help="NAME=key=value[,key=value...]; repeatable")
     ap.add_argument("--work", default="runs/demo-seeds")
+    ap.add_argument("-S", dest="set", action="append", default=[],
+                    help="section.key=value for every run, data included (e.g. synthesize.tracking_motion=0.5); "
+                         "use a --work of its own: the data are made once per work dir")
     args = ap.parse_args()
     variants = [parse_variant(v) for v in args.variant] or [("params.yaml", [])]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -62,8 +66,8 @@ def main() -> None:
     work = (ROOT / args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     os.chdir(work)  # the stages' relative paths (data/..., models/...) land in the work dir
-    mlflow = [f"mlflow.tracking_uri=sqlite:///{work}/mlflow.db"]
-    base = str(ROOT / load_params(ROOT / "params.yaml").model.name_or_path)
+    mlflow = [f"mlflow.tracking_uri=sqlite:///{work}/mlflow.db"] + args.set
+    base = str(ROOT / load_params(ROOT / "params.yaml", args.set).model.name_or_path)  # an absolute path stays
     p0 = load_params(ROOT / "params.yaml", mlflow + [f"model.name_or_path={base}"])
 
     from stages import bootstrap, build_samples, extract_frames, ingest, synthesize, train

@@ -41,6 +41,9 @@ class SynthesizeParams(Section):
         "binding; with several, the model must find the named one). At most 4 (lanes).")
     tracking_distractor: bool = Field(True, description="Draw a second, untracked shape in tracking sequences.")
     tracking_length: int = Field(24, description="Frames per tracking sequence.")
+    tracking_motion: float = Field(
+        1.0, ge=0.0, description="Difficulty knob: how far the tracked object travels, as a fraction of a path "
+        "between two random points of the frame (its wobble scales alike). 1.0 = the whole path; 0 = it stays.")
     num_boxes: int = Field(8, description="Boxes per tracking annotation (VideoChat-R1 uses 8).")
 
 

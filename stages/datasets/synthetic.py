@@ -263,8 +263,9 @@ def tg_sentence(rng, o: Obj) -> str:
 # ---------------------------------------------------------------- tracking
 
 
-def make_track(rng, n: int, width: int, height: int):
-    """Target (colour, shape) with per-frame centre and size, plus one distractor drawn behind it."""
+def make_track(rng, n: int, width: int, height: int, motion: float = 1.0):
+    """Target (colour, shape) with per-frame centre and size, plus one distractor drawn behind it. `motion` scales
+    the path and the wobble; the random draws are the same for every value (1.0 gives the unscaled bytes)."""
     colour, other = (str(c) for c in rng.choice(list(COLOURS), 2, replace=False))
     shape, dshape = str(rng.choice(SHAPES)), str(rng.choice(SHAPES))
     short = min(width, height)
@@ -275,8 +276,9 @@ def make_track(rng, n: int, width: int, height: int):
     p0 = rng.uniform([half, half], [width - half, height - half])
     p1 = rng.uniform([half, half], [width - half, height - half])
     wobble = rng.uniform(0, 0.08 * short) * np.sin(2 * np.pi * rng.uniform(0.5, 1.5) * u + rng.uniform(0, 6.3))
-    cx = np.clip(p0[0] + (p1[0] - p0[0]) * u + wobble, half, width - half)
-    cy = np.clip(p0[1] + (p1[1] - p0[1]) * u - wobble, half, height - half)
+    wobble = wobble * motion
+    cx = np.clip(p0[0] + (p1[0] - p0[0]) * motion * u + wobble, half, width - half)
+    cy = np.clip(p0[1] + (p1[1] - p0[1]) * motion * u - wobble, half, height - half)
     dpos = rng.uniform([half, half], [width - half, height - half])
     dsize = float(rng.uniform(0.12, 0.25) * short)
     return colour, shape, cx, cy, size, (other, dshape, float(dpos[0]), float(dpos[1]), dsize)
@@ -284,7 +286,7 @@ def make_track(rng, n: int, width: int, height: int):
 
 def write_track(folder: Path, rng, p: SynthesizeParams) -> dict:
     n, w, h = p.tracking_length, p.width, p.height
-    colour, shape, cx, cy, size, distractor = make_track(rng, n, w, h)
+    colour, shape, cx, cy, size, distractor = make_track(rng, n, w, h, p.tracking_motion)
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
     for i in range(n):
