@@ -11,6 +11,26 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_globals_stay_in_their_test():
+    """mlflow.set_tracking_uri / set_experiment also write MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_ID into
+    os.environ (for subprocesses); a test that calls them in-process would send a later test's runs to its store."""
+    import sys
+
+    before = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    yield
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    if fluent is not None:
+        while fluent.active_run() is not None:
+            fluent.end_run()
+        fluent._active_experiment_id = None
+        sys.modules["mlflow"].set_tracking_uri(None)  # unsets the env var too; the restore below puts back ours
+    for k in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        if k not in before:
+            del os.environ[k]
+    os.environ.update(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """The demo's tiny Qwen2.5-VL, built offline once per test session."""

@@ -55,16 +55,20 @@ def test_serve_publishes_the_scheduled_retrain_deployment(stack):
     proc = subprocess.Popen(serve, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
-        def deployments():  # serve creates them one after the other: wait for both
+        def deployments():  # serve creates them one after the other, then its runner starts polling: wait for both
+            from prefect.client.schemas.objects import DeploymentStatus
             from prefect.exceptions import ObjectNotFound
 
             with prefect_client(stack) as client:
                 try:
-                    return [client.read_deployment_by_name(n) for n in ("retrain/served", "train-stage/served-train")]
+                    found = [client.read_deployment_by_name(n) for n in ("retrain/served", "train-stage/served-train")]
                 except ObjectNotFound:
                     return None
+            # READY = polled by a running runner; a SIGINT before that stops serve before its runner can pause them
+            return found if all(d.status == DeploymentStatus.READY for d in found) else None
 
-        found, _ = wait_for(deployments, 120, "videorft serve to publish retrain/served and its train stage", interval=2)
+        found, _ = wait_for(deployments, 120, "videorft serve to publish retrain/served and its train stage and poll "
+                            "for their runs", interval=2)
         [schedule] = found.schedules
         assert schedule.schedule.cron == "15 4 * * *" and schedule.active
     finally:
