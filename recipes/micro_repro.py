@@ -3,6 +3,7 @@ spatio-temporal perception, general QA is kept.
 
     python recipes/micro_repro.py                      # recipes/micro-repro.yaml into runs/micro-repro
     python recipes/micro_repro.py -S train.learning_rate=2e-4 --sizes 0,16
+    python recipes/micro_repro.py --arms grpo,sft          # + the supervised arm and the GRPO-vs-SFT comparison
 
 One workspace (runs/micro-repro) holds everything: params.yaml (params.yaml + the recipe), the synthetic data,
 one GRPO run per training-set size and GRPO seed, and their evaluations. GRPO starts from the shipped base model
@@ -12,6 +13,9 @@ Every step is the project's own stage code, called with the recipe's params. Siz
 (the N samples are the first N of the 2N), and size 0 is the start model itself. Each size > 0 is trained once per
 GRPO seed (train.seed); the table gives the mean and the spread. Results: results.json, results.md (the table in
 the README), curve.png, all logged to one MLflow run (metrics with step = size).
+The supervised arm (`--arms sft`, recipes/micro_repro_sft.py) trains SFT on the gold answers of the same subsets
+from the same start model (lr and epochs chosen per size on a validation split) and writes sft.json/sft.md; with
+both arms' results present, recipes/micro_repro_arms.py compares them (arms.md, arms.png, one MLflow run).
 """
 from __future__ import annotations
 
@@ -39,11 +43,22 @@ COLUMNS = [("tg", "mIoU"), ("tg", "R@0.5"), ("gqa", "accuracy"), ("gqa", "eviden
            ("tracking", "AO"), ("tracking", "SR@0.5"), ("qa", "accuracy")]
 
 
-def curve_settings(recipe: Path, cli_sizes: str | None, cli_seeds: str | None = None) -> dict:
+ARMS = ("grpo", "sft")
+# The supervised arm's settings (recipes/micro_repro_sft.py): not part of the GRPO arm's config key.
+SFT_ARM_DEFAULTS = {"arms": ["grpo"], "sft_lrs": [1e-4, 3e-4, 1e-3], "sft_epochs": [1, 2, 4, 8],
+                    "validation_per_task": 32}
+
+
+def curve_settings(recipe: Path, cli_sizes: str | None, cli_seeds: str | None = None,
+                   cli_arms: str | None = None) -> dict:
     """The recipe's own section (`micro_repro:`), which is not a params.yaml section."""
     tree = yaml.safe_load(recipe.read_text()) or {}
-    cfg = {"sizes": [0, 16, 32, 64], "epochs": 4.0, "eval_per_task": None, "seeds": [0],
+    cfg = {"sizes": [0, 16, 32, 64], "epochs": 4.0, "eval_per_task": None, "seeds": [0], **SFT_ARM_DEFAULTS,
            **(tree.get("micro_repro") or {})}
+    if cli_arms:
+        cfg["arms"] = cli_arms.split(",")
+    if not cfg["arms"] or set(cfg["arms"]) - set(ARMS):
+        raise ValueError(f"arms must be among {ARMS}, got {cfg['arms']}")
     if cli_sizes:
         cfg["sizes"] = [int(s) for s in cli_sizes.split(",")]
     if cli_seeds:
@@ -55,9 +70,13 @@ def curve_settings(recipe: Path, cli_sizes: str | None, cli_seeds: str | None = 
     return cfg
 
 
-def config_key(params_yaml: str, cfg: dict) -> str:
-    """What a size's result depends on besides its own n: every param, the epochs, the seeds, the eval cap."""
-    fixed = {k: v for k, v in cfg.items() if k != "sizes"}
+def config_key(params_yaml: str, cfg: dict, arm: str = "grpo") -> str:
+    """What a size's result depends on besides its own n: every param, the epochs, the seeds, the eval cap (and
+    for the supervised arm its grid and validation split)."""
+    fixed = {k: v for k, v in cfg.items() if k != "sizes" and (k not in SFT_ARM_DEFAULTS or arm == "sft")}
+    fixed.pop("arms", None)
+    if arm == "sft":
+        fixed.pop("epochs")  # GRPO's epochs; the supervised arm chooses its own
     return hashlib.sha256((params_yaml + json.dumps(fixed, sort_keys=True)).encode()).hexdigest()
 
 
@@ -142,7 +161,8 @@ def seed_summary(runs: list[dict]) -> dict:
 
 def table(results: dict) -> str:
     seeds = len(results.get("seeds", [0]))
-    head = ("| GRPO samples per task | steps | train CPU min | "
+    arm = results.get("arm", "grpo").upper()
+    head = (f"| {arm} samples per task | steps | train CPU min | "
             + " | ".join(f"{t} {m}" for t, m in COLUMNS) + " |")
     lines = [head, "|" + "---:|" * (3 + len(COLUMNS))]
 
@@ -162,8 +182,8 @@ def table(results: dict) -> str:
         lines.append(f"| {label} | {row.get('steps', 0)} | {cpu} | {cells(row['metrics'], sd)} |")
     g = results["gain_at_largest"]
     lines.append("")
-    lines.append(f"GRPO on {results['sizes'][-1]['n']} samples per task vs the start model"
-                 + (f" (mean of {seeds} GRPO seeds; ± = standard deviation across seeds)" if seeds > 1 else "")
+    lines.append(f"{arm} on {results['sizes'][-1]['n']} samples per task vs the start model"
+                 + (f" (mean of {seeds} {arm} seeds; ± = standard deviation across seeds)" if seeds > 1 else "")
                  + ": " + ", ".join(f"{k} {v:+.3f}" for k, v in g.items()))
     return "\n".join(lines) + "\n"
 
@@ -177,8 +197,9 @@ def plot(results: dict, path: Path) -> None:
     for ax, (task, metric) in zip(axes, HEADLINE.items(), strict=True):
         def series(key: str) -> list[float]:
             return [r.get(key, r["metrics"]).get(task, {}).get(metric, float("nan")) for r in results["sizes"]]
-        ax.plot(xs, series("metrics"), "o-", label="after GRPO, mean over seeds (0 = start model)")
-        ax.fill_between(xs, series("min"), series("max"), alpha=0.25, label="min-max over GRPO seeds")
+        arm = results.get("arm", "grpo").upper()
+        ax.plot(xs, series("metrics"), "o-", label=f"after {arm}, mean over seeds (0 = start model)")
+        ax.fill_between(xs, series("min"), series("max"), alpha=0.25, label=f"min-max over {arm} seeds")
         ref = results["reference"].get(task, {}).get(metric)
         if ref is not None:
             ax.axhline(ref, color="grey", linestyle="--", label="random answers, no video")
@@ -186,7 +207,7 @@ def plot(results: dict, path: Path) -> None:
         if blind is not None:
             ax.axhline(blind, color="black", linestyle=":", label="best blind answer")
         ax.set_title(f"{task} {metric}")
-        ax.set_xlabel("GRPO training samples per task")
+        ax.set_xlabel(f"{arm} training samples per task")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="lower right")
@@ -194,14 +215,14 @@ def plot(results: dict, path: Path) -> None:
     _save(fig, path)
 
 
-def log_mlflow(params: Params, results: dict, files: list[Path]) -> str:
+def log_mlflow(params: Params, results: dict, files: list[Path], run_name: str = "micro-repro") -> str:
     import mlflow
 
     from stages.tracking import finite_metrics, setup
 
     setup(params.mlflow)
-    with mlflow.start_run(run_name="micro-repro") as run:
-        mlflow.set_tags({"recipe": "micro-repro", "stage": "micro_repro"})
+    with mlflow.start_run(run_name=run_name) as run:
+        mlflow.set_tags({"recipe": "micro-repro", "stage": "micro_repro", "arm": results.get("arm", "grpo")})
         mlflow.log_params({"sizes": json.dumps([r["n"] for r in results["sizes"]]), "epochs": results["epochs"],
                            "seeds": json.dumps(results["seeds"]), "start_model": results["start_model"]})
         for row in results["sizes"]:
@@ -264,12 +285,97 @@ def start_model(params: Params) -> str:
     return str(ROOT / path) if not path.is_absolute() and (ROOT / path).exists() else params.model.name_or_path
 
 
+def run_sizes(cfg: dict, results: dict, done: dict, path: Path, pred_dir: str, start: str, eval_rows: list[dict],
+              params: Params, train_one, before_size=None) -> None:
+    """Every size of one arm: size 0 is the start model itself, each size > 0 trained once per seed by
+    train_one(n, seed) and evaluated on the held-out samples; results.json is rewritten after each size."""
+    out = path.parent
+    for n in cfg["sizes"]:
+        if n in done:
+            print(f"micro-repro: {pred_dir} n={n} kept (made with the same params and seeds {cfg['seeds']})",
+                  flush=True)
+            results["sizes"].append(done[n])
+            continue
+        extra = before_size(n) if (before_size and n) else {}
+        runs = []
+        for s in ([None] if n == 0 else cfg["seeds"]):
+            run = {"seed": s}
+            if n == 0:
+                model = start
+            else:
+                run.update(train_one(n, s))
+                model = run["model"]
+            run.update(evaluate_model(model, eval_rows, params, out / f"{pred_dir}-{n}" /
+                                      ("start.jsonl" if n == 0 else f"seed-{s}.jsonl")))
+            runs.append(run)
+            print(f"micro-repro: {pred_dir} n={n} seed={s} " + json.dumps(
+                {t: run["metrics"][t].get(m) for t, m in HEADLINE.items() if t in run["metrics"]}), flush=True)
+        summary = seed_summary(runs)
+        row = {"n": n, "runs": runs, "metrics": summary["mean"], "sd": summary["sd"], "min": summary["min"],
+               "max": summary["max"], **extra}
+        if n:
+            row["steps"] = runs[0]["steps"]
+            row["train_cpu_s"] = round(sum(r["train_cpu_s"] for r in runs) / len(runs), 1)
+        results["sizes"].append(row)
+        write_json(path, results)
+
+
+def finish(results: dict, params: Params, out: Path, stem: str, run_name: str) -> None:
+    """Gain at the largest size, the table, the plot and the MLflow run of one arm."""
+    first, last = results["sizes"][0]["metrics"], results["sizes"][-1]["metrics"]
+    results["gain_at_largest"] = {f"{t}.{m}": round(last[t][m] - first[t][m], 4)
+                                  for t, m in HEADLINE.items() if t in first and t in last}
+    write_json(out / f"{stem}.json", results)
+    write_text(out / f"{stem}.md", table(results))
+    png = out / ("curve.png" if stem == "results" else f"{stem}-curve.png")
+    plot(results, png)
+    results["mlflow_run_id"] = log_mlflow(params, results, [out / f"{stem}.json", out / f"{stem}.md", png], run_name)
+    write_json(out / f"{stem}.json", results)
+    print(table(results))
+
+
+def sft_arm(cfg: dict, params: Params, dumped: str, grpo: dict, train_rows: list[dict], subsets: dict,
+            start: str, eval_rows: list[dict], out: Path, resume: bool) -> dict:
+    """The supervised arm (recipes/micro_repro_sft.py) on the same subsets, start model and held-out samples."""
+    from recipes import micro_repro_sft as arm
+
+    key = config_key(dumped, cfg, "sft")
+    done = finished_sizes(out / "sft.json", key, cfg) if resume else {}
+    base = next((row for row in grpo["sizes"] if row["n"] == 0), None)
+    if base is not None and 0 not in done:
+        done[0] = base  # the GRPO arm just evaluated the same start model on the same held-out samples
+    seed0 = cfg["seeds"][0]
+    val_rows = arm.validation_rows(train_rows, subsets[cfg["sizes"][-1]], cfg["validation_per_task"],
+                                   params.build_samples.seed)
+    chosen: dict[int, dict] = {}
+
+    def before_size(n: int) -> dict:
+        chosen[n] = arm.choose(params, start, n, subsets[n], val_rows, cfg["sft_lrs"], cfg["sft_epochs"], seed0)
+        print(f"micro-repro sft: n={n} chose lr {chosen[n]['lr']:g}, {chosen[n]['epochs']} epochs "
+              f"(validation score {chosen[n]['score']:.3f}, {chosen[n]['cpu_s']:.0f} CPU s)", flush=True)
+        return {"selection": chosen[n]}
+
+    def sft_run(n: int, seed: int) -> dict:
+        return arm.train_size(n, subsets[n], params, start, chosen[n]["lr"], chosen[n]["epochs"], seed)
+
+    results = {**{k: grpo[k] for k in ("recipe", "seeds", "eval_samples", "start_model", "start_label",
+                                       "reference", "blind_best")},
+               "arm": "sft", "config_key": key, "epochs": "chosen per size on the validation split", "sft_lrs": cfg["sft_lrs"], "sft_epochs": cfg["sft_epochs"],
+               "validation_samples": len(val_rows), "validation_ids": sorted(r["id"] for r in val_rows),
+               "sizes": []}
+    run_sizes(cfg, results, done, out / "sft.json", "sft-predictions", start, eval_rows, params, sft_run,
+              before_size)
+    finish(results, params, out, "sft", "micro-repro-sft")
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default=str(ROOT / "recipes/micro-repro.yaml"))
     ap.add_argument("--workdir", default=str(ROOT / "runs/micro-repro"))
     ap.add_argument("--sizes", help="GRPO training samples per task, e.g. 0,16,32,64 (default: the recipe's)")
     ap.add_argument("--seeds", help="GRPO seeds per size, e.g. 0,1,2 (default: the recipe's)")
+    ap.add_argument("--arms", help="grpo, sft or grpo,sft (default: the recipe's; sft = the supervised comparison)")
     ap.add_argument("--reuse-data", action="store_true", help="keep the workspace's data (and warm start, if any)")
     ap.add_argument("--resume", action="store_true",
                     help="keep the sizes results/results.json already has, if made with these exact params")
@@ -277,7 +383,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     recipe = Path(args.recipe).resolve()
-    cfg = curve_settings(recipe, args.sizes, args.seeds)
+    cfg = curve_settings(recipe, args.sizes, args.seeds, args.arms)
     params = recipe_params(recipe, args.set)
     start = start_model(params)
 
@@ -316,43 +422,20 @@ def main(argv: list[str] | None = None) -> dict:
     if params.sft.enabled:
         results["warm_start"] = read_json(Path(params.sft.out_dir) / "sft.json")
     out = Path("results")
-    for n in cfg["sizes"]:
-        if n in done:
-            print(f"micro-repro: n={n} kept from results/results.json (same params, seeds {cfg['seeds']})", flush=True)
-            results["sizes"].append(done[n])
-            continue
-        runs = []
-        for s in ([None] if n == 0 else cfg["seeds"]):
-            run = {"seed": s}
-            if n == 0:
-                model = start
-            else:
-                run.update(train_size(n, subsets[n], params, start, cfg["epochs"], s))
-                model = run["model"]
-            run.update(evaluate_model(model, eval_rows, params, out / f"predictions-{n}" /
-                                      ("start.jsonl" if n == 0 else f"seed-{s}.jsonl")))
-            runs.append(run)
-            print(f"micro-repro: n={n} seed={s} " + json.dumps({t: run["metrics"][t].get(m)
-                                                                for t, m in HEADLINE.items() if t in run["metrics"]}),
-                  flush=True)
-        summary = seed_summary(runs)
-        row = {"n": n, "runs": runs, "metrics": summary["mean"], "sd": summary["sd"], "min": summary["min"],
-               "max": summary["max"]}
-        if n:
-            row["steps"] = runs[0]["steps"]
-            row["train_cpu_s"] = round(sum(r["train_cpu_s"] for r in runs) / len(runs), 1)
-        results["sizes"].append(row)
-        write_json(out / "results.json", results)
-    first, last = results["sizes"][0]["metrics"], results["sizes"][-1]["metrics"]
-    results["gain_at_largest"] = {f"{t}.{m}": round(last[t][m] - first[t][m], 4)
-                                  for t, m in HEADLINE.items() if t in first and t in last}
-    write_json(out / "results.json", results)
-    write_text(out / "results.md", table(results))
-    plot(results, out / "curve.png")
-    results["mlflow_run_id"] = log_mlflow(params, results, [out / "results.json", out / "results.md",
-                                                            out / "curve.png"])
-    write_json(out / "results.json", results)
-    print(table(results))
+    if "grpo" in cfg["arms"]:
+        def grpo_run(n: int, seed: int) -> dict:
+            return train_size(n, subsets[n], params, start, cfg["epochs"], seed)
+
+        run_sizes(cfg, results, done, out / "results.json", "predictions", start, eval_rows, params, grpo_run)
+        finish(results, params, out, "results", "micro-repro")
+    if "sft" in cfg["arms"]:
+        sft_results = sft_arm(cfg, params, dumped, results, train_rows, subsets, start, eval_rows, out,
+                              args.resume)
+        if (out / "results.json").exists():
+            from recipes import micro_repro_arms
+
+            micro_repro_arms.compare(read_json(out / "results.json"), sft_results, params, out)
+        return sft_results if "grpo" not in cfg["arms"] else results
     return results
 
 

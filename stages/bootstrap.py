@@ -117,3 +117,34 @@ def unpaired_interval(task: str, cand_rows: Sequence[dict], ref_rows: Sequence[d
     cand_idx = rng.integers(0, len(cand_rows), size=(resamples, len(cand_rows)))
     ref_idx = rng.integers(0, len(ref_rows), size=(resamples, len(ref_rows)))
     return deltas_to_intervals(task, cand_rows, ref_rows, cand_idx, ref_idx, level, paired=False)
+
+
+def paired_mean_interval(task: str, cand_runs: Sequence[Sequence[dict]], ref_runs: Sequence[Sequence[dict]], *,
+                         level: float = 0.95, resamples: int = 2000, seed: int = 0) -> dict[str, dict]:
+    """paired_interval for the MEAN over several runs per side (seeds): every run answered the same samples, so
+    each resample draws one set of sample indices, scores every run on it and compares the two sides' means. The
+    interval covers the sampling noise of the held-out set; the spread between seeds is the runs' own business."""
+    _check(level, resamples)
+    runs = [*cand_runs, *ref_runs]
+    if not cand_runs or not ref_runs:
+        raise ValueError(f"{task}: no runs to compare")
+    n = len(runs[0])
+    if n == 0 or any(len(r) != n for r in runs):
+        raise ValueError(f"{task}: paired runs differ in number of samples ({[len(r) for r in runs]})")
+    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+    def mean_of(side: Sequence[Sequence[dict]]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        points = [_metrics(task, r) for r in side]
+        draws = [resampled(task, r, idx) for r in side]
+        return ({k: float(np.mean([p[k] for p in points])) for k in points[0]},
+                {k: np.mean([d[k] for d in draws], axis=0) for k in draws[0]})
+
+    (cand, rc), (ref, rr) = mean_of(cand_runs), mean_of(ref_runs)
+    out = {}
+    for name in cand:
+        if name in ref:
+            lo, hi = percentile_interval(rc[name] - rr[name], level)
+            out[name] = {"delta": round(cand[name] - ref[name], ROUND), "lo": round(lo, ROUND),
+                         "hi": round(hi, ROUND), "level": level, "resamples": resamples, "n": n, "paired": True,
+                         "runs": [len(cand_runs), len(ref_runs)]}
+    return out
