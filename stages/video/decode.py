@@ -1,8 +1,8 @@
 """Video decoding: PyAV (default: faster here, see docs/data.md) or decord, plus JPEG frame folders read as videos.
 
 All readers return uint8 RGB arrays of shape (T, H, W, 3) for the requested frame indices, in the requested order
-(repeats allowed). Probing always uses PyAV: decord exposes no codec name. Frame i is taken to be shown at
-i / fps, and duration = frames / fps, so sampled timestamps never pass the end of the video.
+(repeats allowed), turned upright by the stream's display matrix. Probing always uses PyAV: decord exposes no
+codec name. Frame i is the i-th frame in presentation order; when it is shown is stages.video.timing's business.
 """
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
+
+from stages.video import timing
 
 BACKENDS = ("decord", "pyav")
 FRAME_SUFFIXES = (".jpg", ".jpeg")
@@ -29,6 +31,9 @@ class VideoInfo:
     width: int
     height: int
     codec: str
+    start: float = 0.0  # the first frame's presentation time (s); times elsewhere count from it
+    rotation: int = 0  # counter-clockwise degrees applied to every decoded frame (display matrix)
+    cfr: bool = True  # constant rate: frame k at k / fps; else frame times come from pts (stages.video.timing)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -39,21 +44,31 @@ def frame_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES)
 
 
-def _demux_counts(container, stream) -> tuple[int, int]:
-    """(packets with data, packets flagged corrupt) of the video stream, without decoding."""
-    n = bad = 0
-    for pkt in container.demux(stream):
-        if pkt.size:
-            n += 1
-            bad += bool(pkt.is_corrupt)
-    return n, bad
+def _truncated(declared: int, held: int, packets, stream) -> bool:
+    """Fewer packets than the header declares, and they stop before its end. AVI indexes may repeat a frame with
+    entries that hold no data (declared 444, 68 with data), yet the last real one still reaches the end."""
+    if not declared or held >= declared:
+        return False
+    end, dur = packets.last_end, stream.duration
+    if end is None or not dur or dur <= 0:
+        return True
+    return end - (stream.start_time or 0) < dur - dur / declared  # stops over a frame before the declared end
+
+
+def _rotation(container, stream) -> int:
+    """Counter-clockwise degrees the first frame must be turned to be shown upright (display matrix)."""
+    for frame in container.decode(stream):
+        return int(round(getattr(frame, "rotation", 0) or 0)) % 360
+    return 0
 
 
 def probe_video(path: str | Path) -> VideoInfo:
-    """fps, frame count, duration, size and codec of a video file; DecodeError if it is not a usable video.
+    """fps, frame count, duration, displayed size and codec of a video file; DecodeError if it is not usable.
 
-    Demuxes every packet (cheap: no decoding) so that a file cut short is caught here: its header promises more
-    frames than it holds. A container without a frame count (Matroska, WebM) gets the packet count.
+    Demuxes every packet (cheap: no decoding) so that a file cut short is caught here (its header promises more
+    frames than it holds), and so that times come from presentation timestamps (stages.video.timing): frames are
+    those packets that decode to a frame, duration and fps are the real ones for variable-rate video. Width and
+    height are the displayed ones (swapped for a 90/270 degree display matrix, see `rotation`).
     """
     import av
 
@@ -68,22 +83,28 @@ def probe_video(path: str | Path) -> VideoInfo:
             ctx = stream.codec_context
             if ctx is None:  # FFmpeg knows no decoder for the stream's codec (unknown or unsupported fourcc)
                 raise DecodeError("no decoder for the video stream's codec (unknown or unsupported format)")
-            fps, declared = float(rate), int(stream.frames or 0)
+            declared = int(stream.frames or 0)
             width, height, codec = ctx.width, ctx.height, ctx.name
-            frames, corrupt = _demux_counts(container, stream)
+            packets = timing.demux_packets(container, stream)
+            times = timing.stream_times(packets, stream.time_base, float(rate))
+            frames = times.frames
+            if frames < 1:
+                raise DecodeError("no frames")
+            if _truncated(declared, frames, packets, stream):
+                raise DecodeError(f"truncated: the header declares {declared} frames, the file holds {frames}")
+            if packets.corrupt:
+                raise DecodeError(f"{packets.corrupt} corrupt packets")
+            if width < 1 or height < 1:
+                raise DecodeError(f"no frame size ({width}x{height})")
+        with av.open(str(path)) as container:
+            rotation = _rotation(container, container.streams.video[0])
     except DecodeError:
         raise
     except Exception as e:  # PyAV raises many types (InvalidDataError, OSError, ...)
         raise DecodeError(f"{type(e).__name__}: {e}") from e
-    if frames < 1:
-        raise DecodeError("no frames")
-    if declared and frames < declared:
-        raise DecodeError(f"truncated: the header declares {declared} frames, the file holds {frames}")
-    if corrupt:
-        raise DecodeError(f"{corrupt} corrupt packets")
-    if width < 1 or height < 1:
-        raise DecodeError(f"no frame size ({width}x{height})")
-    return VideoInfo(fps, frames, round(frames / fps, 6), width, height, codec)
+    if rotation % 180 == 90:
+        width, height = height, width
+    return VideoInfo(times.fps, frames, times.duration, width, height, codec, times.start, rotation, times.cfr)
 
 
 def probe_frame_files(paths: Sequence[Path], names: Sequence[str], fps: float) -> VideoInfo:
@@ -138,13 +159,38 @@ def resize_rgb(frames: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BICUBIC)) for f in frames])
 
 
+DECORD_TOLERANCE = 2.0  # mean |difference| (0-255) to PyAV's frame: decord's own YUV->RGB rounding stays below 1
+
+
+def _check_decord(path, vr, idx: list[int]) -> None:
+    """decord counts and seeks frames its own way and returned other frames than a full decode on real files
+    (open-GOP H.264, XviD, edit lists; it ignores display matrices): its frame count and a few of the wanted
+    frames (first, middle, last) must match PyAV's, else the file is refused with the reason."""
+    ours = timing.read_times(path).frames
+    if len(vr) != ours:
+        raise DecodeError(f"decord counts {len(vr)} frames, a full decode gives {ours}; use backend pyav")
+    check = sorted({idx[0], idx[len(idx) // 2], idx[-1]})
+    ref = read_pyav(path, check)
+    got = vr.get_batch(check).asnumpy()
+    for i, a, b in zip(check, got, ref):
+        if a.shape != b.shape:
+            raise DecodeError(f"decord frame {i} is {a.shape[1]}x{a.shape[0]}, displayed {b.shape[1]}x{b.shape[0]}"
+                              f" (display matrix ignored); use backend pyav")
+        diff = float(np.abs(a.astype(np.int16) - b).mean())
+        if diff > DECORD_TOLERANCE:
+            raise DecodeError(f"decord frame {i} differs from a full decode's (mean |diff| {diff:.1f}); "
+                              f"use backend pyav")
+
+
 def read_decord(path: str | Path, indices: Sequence[int], size: tuple[int, int] | None = None,
                 threads: int = 1) -> np.ndarray:
+    """decord's frames, after _check_decord has compared it with PyAV on this file."""
     import decord
 
     try:
         vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=threads)
         idx = _check_indices(indices, len(vr))
+        _check_decord(path, vr, idx)
         frames = vr.get_batch(idx).asnumpy()
     except DecodeError:
         raise
@@ -158,10 +204,15 @@ class _NoTimestamps(Exception):
 
 
 def _to_rgb(frame, size: tuple[int, int] | None) -> np.ndarray:
+    """RGB of a decoded frame, resized to size = (height, width) as displayed, turned upright."""
+    turns = int(round(getattr(frame, "rotation", 0) or 0)) % 360 // 90
+    if size is not None and turns % 2:
+        size = (size[1], size[0])  # resize in the coded orientation, then turn
     if size is None or (frame.height, frame.width) == tuple(size):
-        return frame.to_ndarray(format="rgb24")
-    # one swscale pass converts YUV to RGB and resizes (bicubic, filter widened when shrinking)
-    return frame.reformat(width=size[1], height=size[0], format="rgb24", interpolation="BICUBIC").to_ndarray()
+        rgb = frame.to_ndarray(format="rgb24")
+    else:  # one swscale pass converts YUV to RGB and resizes (bicubic, filter widened when shrinking)
+        rgb = frame.reformat(width=size[1], height=size[0], format="rgb24", interpolation="BICUBIC").to_ndarray()
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 def _open_video(path, threads: int):
@@ -182,10 +233,10 @@ def _open_video(path, threads: int):
 
 
 def _presentation_order(path, threads: int) -> list:
-    """Every packet's pts in presentation order (first demux pass; no decoding)."""
+    """The pts of every packet that decodes to a frame, in presentation order (first demux pass; no decoding)."""
     container, stream = _open_video(path, threads)
     with container:
-        pts = [pkt.pts for pkt in container.demux(stream) if pkt.size]
+        pts = timing.demux_packets(container, stream).pts
     if any(t is None for t in pts) or len(set(pts)) != len(pts):
         raise _NoTimestamps
     return sorted(pts)
@@ -193,35 +244,46 @@ def _presentation_order(path, threads: int) -> list:
 
 def _read_pyav_skipping(path, idx: list[int], size, threads: int) -> dict[int, np.ndarray]:
     """Decode only what the wanted frames need: H.264 non-reference pictures that are not wanted are skipped
-    (stages.video.h264); a frame's index is the rank of its pts among all packets."""
+    (stages.video.h264); a frame's index is the rank of its pts among the packets that decode to a frame. Frames
+    must come out in rising pts, each one a packet's, else _NoTimestamps (the caller then decodes everything)."""
     from stages.video import h264
 
     rank = {t: i for i, t in enumerate(_presentation_order(path, threads))}
-    wanted, got = set(idx), {}
+    wanted, got, last = set(idx), {}, [-1]
     container, stream = _open_video(path, threads)
     with container:
         ctx = stream.codec_context
-        length_size = h264.nal_length_size(ctx.extradata) if ctx.name == "h264" else None
-        skippable = ctx.name == "h264"
+        length_size = h264.nal_length_size(ctx.extradata)
 
         def keep(frames) -> bool:
             for frame in frames:
                 i = rank.get(frame.pts)
-                if i is None:
+                if i is None or i <= last[0]:
                     raise _NoTimestamps
-                if i in wanted and i not in got:
+                last[0] = i
+                if i in wanted:
                     got[i] = _to_rgb(frame, size)
             return len(got) == len(wanted)
 
         for pkt in container.demux(stream):
             if not pkt.size:
                 continue
-            if skippable and rank[pkt.pts] not in wanted and h264.droppable(bytes(pkt), length_size):
+            if rank.get(pkt.pts) not in wanted and h264.droppable(bytes(pkt), length_size):
                 continue
             if keep(ctx.decode(pkt)):
                 return got
         keep(ctx.decode(None))  # drain frames the decoder still holds for reordering
     return got
+
+
+SKIP_FORMATS = ("mov", "matroska")  # demuxer names (prefixes) whose packet pts are presentation times
+
+
+def _skipping_proven(path) -> bool:
+    """H.264 in MP4/MOV or Matroska/WebM: the streams the skipping decoder was checked on bit for bit."""
+    container, stream = _open_video(path, 1)
+    with container:
+        return stream.codec_context.name == "h264" and container.format.name.startswith(SKIP_FORMATS)
 
 
 def _read_pyav_counting(path, idx: list[int], size, threads: int) -> dict[int, np.ndarray]:
@@ -242,14 +304,20 @@ def read_pyav(path: str | Path, indices: Sequence[int], size: tuple[int, int] | 
               threads: int = 1) -> np.ndarray:
     """Frames at `indices` (presentation order), resized in the same pass when size = (height, width) is given.
 
-    Decodes forward from the start (sparse samples of long-GOP video gain little from seeking) but skips the
-    pictures nothing depends on; falls back to counting decoded frames when timestamps are missing.
+    Decodes forward from the start (sparse samples of long-GOP video gain little from seeking). Only where skipping
+    is proven exact (H.264 in a container with presentation timestamps: MP4, Matroska) are the pictures nothing
+    depends on left undecoded; everything else (other codecs, AVI's packed B-frames, missing timestamps) is
+    decoded frame by frame and counted in output order, which is what a full decode gives.
     """
     idx = _check_indices(indices)
     try:
-        try:
-            got = _read_pyav_skipping(path, idx, size, threads)
-        except _NoTimestamps:
+        got = None
+        if _skipping_proven(path):
+            try:
+                got = _read_pyav_skipping(path, idx, size, threads)
+            except _NoTimestamps:
+                pass
+        if got is None:
             got = _read_pyav_counting(path, idx, size, threads)
     except DecodeError:
         raise

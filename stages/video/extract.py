@@ -12,12 +12,14 @@ from stages.params import ExtractFramesParams
 from stages.video.budget import FramePlan, plan_sequence, plan_video
 from stages.video.decode import DecodeError, read_frames
 from stages.video.frame_cache import FrameCache, frame_key
+from stages.video.timing import read_times
 
 
 def plan_for(row: dict, p: ExtractFramesParams) -> FramePlan:
     if row["kind"] == "frames":
         return plan_sequence(row["frames"], row["fps"], row["height"], row["width"], p)
-    return plan_video(row["duration"], row["frames"], row["fps"], row["height"], row["width"], p)
+    times = None if row.get("cfr", True) else read_times(row["path"]).times  # variable rate: one demux pass
+    return plan_video(row["duration"], row["frames"], row["fps"], row["height"], row["width"], p, times)
 
 
 def decoder_of(row: dict, p: ExtractFramesParams) -> str:
