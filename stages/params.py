@@ -141,6 +141,13 @@ class BuildSamplesParams(Section):
         "clip", description="Intervals that end after the video: clip the end to the duration, or reject. A "
         "negative start is rejected under either policy."
     )
+    duration_tolerance: float = Field(
+        0.05, ge=0, description="An annotation whose video duration differs from the video's measured one "
+        "(ingest, from presentation timestamps) by more than max(duration_tolerance x measured, "
+        "duration_tolerance_s) is quarantined: its times would point elsewhere in the video (a re-encoded or "
+        "trimmed download, another video under the same id). Fraction of the measured duration.")
+    duration_tolerance_s: float = Field(
+        1.0, ge=0, description="Floor of that tolerance in seconds (annotations round durations; short clips).")
     max_prompt_chars: int = Field(
         8192, gt=0, description="Longest rendered prompt (characters of the task template with the annotation's "
         "text filled in); a longer one is quarantined with its length. Bounds what one annotation can put in "
