@@ -79,3 +79,44 @@ def test_decord_same_frames_or_refused(corpus, name):
     ref = decode_all(path, None)
     diffs = [float(np.abs(got[k].astype(int) - ref[i]).mean()) for k, i in enumerate(plan.indices)]
     assert max(diffs) <= decode.DECORD_TOLERANCE, (name, diffs)
+
+
+STAGE_FILES = ("opencv-doc/Megamind.avi", "opencv-doc/tree.avi", "ffmpeg/vfr.mkv", "ffmpeg/offset.mkv",
+               "ffmpeg/rotated.mp4", "ffmpeg/trim_start.mp4", "ffmpeg/trim_end.mp4", "ffmpeg/theora.ogv")
+
+
+def test_stages_on_real_videos(corpus, tmp_path):
+    """ingest + extract_frames on the hard cases: nothing quarantined, the manifest's duration and the frame
+    meta's timestamps are the real ones (what Qwen3-VL is told), meta fps = frames / real duration (what
+    Qwen2.5-VL's second_per_grid_ts comes from), portrait video stored portrait."""
+    import shutil
+
+    from stages.extract_frames import extract_frames
+    from stages.ingest import ingest
+    from stages.io import read_json, read_jsonl
+    from stages.params import IngestParams
+
+    present = {n: corpus.get(n) for n in STAGE_FILES if corpus.get(n)}
+    if len(present) < len(STAGE_FILES):
+        pytest.skip(f"corpus files absent: {sorted(set(STAGE_FILES) - set(present))} (.ci/run installs them)")
+    src = tmp_path / "videos"
+    src.mkdir()
+    for path in present.values():
+        shutil.copy(path, src / path.name)
+    counts = ingest(IngestParams(source=str(src), frame_folders=None, out_dir=str(tmp_path / "raw"), cache_dir=str(tmp_path / "c"),
+                                 extensions=[".avi", ".mkv", ".mp4", ".ogv"], progress=False))
+    assert counts["quarantined"] == 0, read_jsonl(tmp_path / "raw" / "quarantine.jsonl")
+    p = PARAMS.model_copy(update={"raw_dir": str(tmp_path / "raw"), "out_dir": str(tmp_path / "frames"),
+                                  "cache_dir": str(tmp_path / "c"), "progress": False})
+    counts = extract_frames(p)
+    assert counts["quarantined"] == 0, read_jsonl(tmp_path / "frames" / "quarantine.jsonl")
+    for name, path in present.items():
+        ref = reference(path)
+        meta = read_json(tmp_path / "frames" / f"{path.stem}.json")
+        half = ref.interval / 2
+        assert abs(meta["duration"] - ref.duration) <= half, name
+        real = np.asarray(ref.times)[meta["frame_indices"]]
+        assert np.abs(np.asarray(meta["timestamps"]) - real).max() <= half, name
+        assert meta["fps"] == pytest.approx(meta["num_frames"] / meta["duration"], abs=1e-5)
+        frames = np.load(tmp_path / "frames" / f"{path.stem}.npy")
+        assert (frames.shape[1] > frames.shape[2]) == (ref.shape[0] > ref.shape[1]), name  # portrait stays
