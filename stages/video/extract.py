@@ -26,6 +26,20 @@ def decoder_of(row: dict, p: ExtractFramesParams) -> str:
     return "jpeg" if row["kind"] == "frames" else p.backend
 
 
+UNCHANGED_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm")
+
+
+def key_revision(row: dict, p: ExtractFramesParams) -> int:
+    """2 where decoding changed in issue 13 (frames turned by the display matrix; only H.264 in MP4/Matroska
+    decoded sparsely; decord checked against PyAV), so no frames cached before are reused there; 1 (the old
+    keys) for upright H.264 MP4/Matroska with PyAV and for frame folders, whose frames did not change."""
+    if row["kind"] == "frames":
+        return 1
+    same = (p.backend == "pyav" and not row.get("rotation") and row.get("codec") == "h264"
+            and Path(row["path"]).suffix.lower() in UNCHANGED_SUFFIXES)
+    return 1 if same else 2
+
+
 def work(row: dict, p: ExtractFramesParams, root: str) -> tuple[str, object]:
     """('decoded'|'cached', (key, plan, cpu seconds, why decoded again or None)) or ('bad', reason); runs in a
     worker process when workers > 1. A cache entry that fails its content check is decoded again (the reason says
@@ -35,7 +49,7 @@ def work(row: dict, p: ExtractFramesParams, root: str) -> tuple[str, object]:
         if not Path(row["path"]).exists():
             raise FileNotFoundError(f"listed in the manifest but missing: {row['path']}")
         plan = plan_for(row, p)
-        key = frame_key(row["sha256"], plan, decoder_of(row, p))
+        key = frame_key(row["sha256"], plan, decoder_of(row, p), key_revision(row, p))
         cache = FrameCache(root)
         hit, distrust = cache.check(key, plan)
         if hit is not None:
