@@ -37,6 +37,9 @@ VARIANTS = {  # name -> ffmpeg arguments between the input and the output file
     "hevc.mp4": [*_SRC, "-c:v", "libx265", "-pix_fmt", "yuv420p", "-x265-params", "log-level=error:pools=1"],
     "theora.ogv": [*_SRC, "-c:v", "libtheora", "-q:v", "5"],
     "xvid_b.avi": [*_SRC, "-c:v", "mpeg4", "-vtag", "XVID", "-bf", "2", "-q:v", "4"],
+    "vp8_altref.webm": [*_SRC, "-c:v", "libvpx", "-auto-alt-ref", "1", "-lag-in-frames", "16", "-b:v", "300k"],
+    "h264_b.avi": [*_SRC, *_X264],  # H.264 with B-frames in AVI: no presentation timestamps in the container
+    "mpeg2_b.mpg": [*_SRC, "-c:v", "mpeg2video", "-bf", "2"],  # MPEG-PS, B-frames
     "h264.mp4": [*_SRC, *_X264],
 }
 DERIVED = ("rotated.mp4", "trim_start.mp4", "trim_end.mp4")  # made from h264.mp4 (see _derive)
