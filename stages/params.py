@@ -65,7 +65,9 @@ class IngestParams(Section):
         ["groundtruth.txt", "meta_info.ini", "absence.label", "cover.label", "cut_by_image.label"],
         description="Files of a frame folder ingested next to its frames (GOT-10k annotations), if present.",
     )
-    extensions: list[str] = Field([".mp4", ".mkv", ".webm", ".avi", ".mov"], description="Video file suffixes.")
+    extensions: list[str] = Field([".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".ogv", ".mpg", ".mpeg"],
+                                  description="Video file suffixes (all decoded and checked on the real-video "
+                                  "corpus, docs/data.md).")
     out_dir: str = Field("data/raw", description="Where links to the files, manifest.jsonl and quarantine.jsonl go.")
     cache_dir: str = Field(
         ".cache/videorft", description="Persistent cache of fetched files and probe results (env VIDEORFT_CACHE_DIR wins)."

@@ -82,7 +82,8 @@ def test_decord_same_frames_or_refused(corpus, name):
 
 
 STAGE_FILES = ("opencv-doc/Megamind.avi", "opencv-doc/tree.avi", "ffmpeg/vfr.mkv", "ffmpeg/offset.mkv",
-               "ffmpeg/rotated.mp4", "ffmpeg/trim_start.mp4", "ffmpeg/trim_end.mp4", "ffmpeg/theora.ogv")
+               "ffmpeg/rotated.mp4", "ffmpeg/trim_start.mp4", "ffmpeg/trim_end.mp4", "ffmpeg/theora.ogv",
+               "ffmpeg/h264_b.avi", "ffmpeg/mpeg2_b.mpg")
 
 
 def test_stages_on_real_videos(corpus, tmp_path):
@@ -104,7 +105,7 @@ def test_stages_on_real_videos(corpus, tmp_path):
     for path in present.values():
         shutil.copy(path, src / path.name)
     counts = ingest(IngestParams(source=str(src), frame_folders=None, out_dir=str(tmp_path / "raw"), cache_dir=str(tmp_path / "c"),
-                                 extensions=[".avi", ".mkv", ".mp4", ".ogv"], progress=False))
+                                 progress=False))  # default extensions list every file here
     assert counts["quarantined"] == 0, read_jsonl(tmp_path / "raw" / "quarantine.jsonl")
     p = PARAMS.model_copy(update={"raw_dir": str(tmp_path / "raw"), "out_dir": str(tmp_path / "frames"),
                                   "cache_dir": str(tmp_path / "c"), "progress": False})
