@@ -175,7 +175,7 @@ def _check_decord(path, frames: np.ndarray, idx: list[int], count: int) -> None:
     where: dict[int, list[int]] = {}
     for k, i in enumerate(idx):
         where.setdefault(i, []).append(k)
-    for i, ref in _each_frame(path, idx, None, 1):
+    for i, ref in _each_frame(path, idx, None, 1, ours):
         for k in where[i]:
             a = frames[k]
             if a.shape != ref.shape:
@@ -292,26 +292,32 @@ def _skipping_proven(path) -> bool:
         return stream.codec_context.name == "h264" and container.format.name.startswith(SKIP_FORMATS)
 
 
-def _each_frame(path, idx: list[int], size, threads: int):
+def _each_frame(path, idx: list[int], size, threads: int, total: int | None = None):
     """(index, RGB) of each wanted frame, decoding every frame up to the last wanted one and counting them in
-    output (presentation) order; one frame is held at a time."""
+    output (presentation) order; one frame is held at a time. With `total` (frames the packets hold, whose times
+    the plan used) a decoder that gives more frames is an error: its frames would not be the ones planned (fewer
+    frames show as a missing last frame, which every plan holds)."""
     wanted, last, count = set(idx), max(idx), 0
+    stop = None if total is not None and last >= total - 1 else last  # the whole file is decoded anyway: count all
     container, stream = _open_video(path, threads)
     with container:
         for frame in container.decode(stream):
+            if total is not None and count >= total:
+                raise DecodeError(f"the decoder gives more frames than the {total} the file's packets hold; "
+                                  f"frame times unknown")
             if count in wanted:
                 yield count, _to_rgb(frame, size)
             count += 1
-            if count > last:
+            if stop is not None and count > stop:
                 break
 
 
-def _read_pyav_counting(path, idx: list[int], size, threads: int) -> dict[int, np.ndarray]:
-    return dict(_each_frame(path, idx, size, threads))
+def _read_pyav_counting(path, idx: list[int], size, threads: int, total=None) -> dict[int, np.ndarray]:
+    return dict(_each_frame(path, idx, size, threads, total))
 
 
 def read_pyav(path: str | Path, indices: Sequence[int], size: tuple[int, int] | None = None,
-              threads: int = 1) -> np.ndarray:
+              threads: int = 1, total: int | None = None) -> np.ndarray:
     """Frames at `indices` (presentation order), resized in the same pass when size = (height, width) is given.
 
     Decodes forward from the start (sparse samples of long-GOP video gain little from seeking). Only where skipping
@@ -328,7 +334,7 @@ def read_pyav(path: str | Path, indices: Sequence[int], size: tuple[int, int] | 
             except _NoTimestamps:
                 pass
         if got is None:
-            got = _read_pyav_counting(path, idx, size, threads)
+            got = _read_pyav_counting(path, idx, size, threads, total)
     except DecodeError:
         raise
     except Exception as e:
@@ -365,15 +371,16 @@ def read_frame_folder(folder: str | Path, indices: Sequence[int], size: tuple[in
 
 
 def read_frames(path: str | Path, indices: Sequence[int], backend: str = "pyav",
-                size: tuple[int, int] | None = None, threads: int = 1) -> np.ndarray:
+                size: tuple[int, int] | None = None, threads: int = 1, total: int | None = None) -> np.ndarray:
     """uint8 (T, H, W, 3) RGB frames at `indices` from a video file (backend) or a JPEG frame folder.
 
-    size = (height, width) resizes (bicubic); threads is the decoder's thread count (0 = FFmpeg's choice).
+    size = (height, width) resizes (bicubic); threads is the decoder's thread count (0 = FFmpeg's choice); total =
+    the video's frame count as probed (checked against what the frame-by-frame decoder gives).
     """
     if Path(path).is_dir():
         return read_frame_folder(path, indices, size)
     if backend == "decord":
         return read_decord(path, indices, size, threads)
     if backend == "pyav":
-        return read_pyav(path, indices, size, threads)
+        return read_pyav(path, indices, size, threads, total)
     raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")

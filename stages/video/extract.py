@@ -55,7 +55,7 @@ def work(row: dict, p: ExtractFramesParams, root: str) -> tuple[str, object]:
         if hit is not None:
             return "cached", (key, plan, time.process_time() - cpu, None)
         frames = read_frames(row["path"], plan.indices, backend=p.backend, size=(plan.height, plan.width),
-                             threads=p.decode_threads)
+                             threads=p.decode_threads, total=row["frames"] if row["kind"] == "video" else None)
         if frames.shape != (plan.num_frames, plan.height, plan.width, 3):
             raise DecodeError(f"decoded {frames.shape}, planned {(plan.num_frames, plan.height, plan.width, 3)}")
         cache.put(key, frames)

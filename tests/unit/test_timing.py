@@ -57,3 +57,23 @@ def test_cache_keys_change_only_where_decoding_changed():
         assert key_revision({**row, **changed}, p) == 2
     assert key_revision(row, p.model_copy(update={"backend": "decord"})) == 2
     assert frame_key("s", plan, "pyav", 2) != frame_key("s", plan, "pyav")
+
+
+def test_decoder_giving_more_frames_than_packets_is_an_error(tmp_path):
+    """Frame-by-frame decoding counts frames in output order against the probed count: a stream whose decoder gives
+    more frames than its packets hold would shift every frame after the extra one, so it is refused."""
+    import av
+    import numpy as np
+
+    from stages.video.decode import DecodeError, read_frames
+
+    path = tmp_path / "m.avi"
+    with av.open(str(path), "w") as out:
+        st = out.add_stream("mpeg4", rate=10)
+        st.width, st.height, st.pix_fmt = 32, 32, "yuv420p"
+        for i in range(6):
+            out.mux(st.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), 30 * i, np.uint8), format="rgb24")))
+        out.mux(st.encode())
+    assert read_frames(path, [0, 5], total=6).shape == (2, 32, 32, 3)
+    with pytest.raises(DecodeError, match="more frames than the 5 the file's packets hold"):
+        read_frames(path, [0, 4], total=5)
