@@ -62,6 +62,20 @@ def apply_weights(rows: list[dict], weight: float, rng: random.Random) -> list[d
     return rows * (target // len(rows)) + rng.sample(rows, target % len(rows))
 
 
+def duration_mismatch(sample: dict, meta: dict, p: BuildSamplesParams) -> str | None:
+    """Why an annotation's video duration cannot be the measured one's, or None (tasks without a duration)."""
+    said = sample["problem"].get("duration")
+    if said is None or meta.get("kind") != "video":
+        return None
+    measured = float(meta["duration"])
+    tol = max(p.duration_tolerance * measured, p.duration_tolerance_s)
+    if abs(said - measured) <= tol:
+        return None
+    return (f"annotation says video {sample['video_id']!r} lasts {said:g} s, measured {measured:g} s: off by "
+            f"{abs(said - measured):.2f} s, more than {tol:.2f} s (build_samples.duration_tolerance="
+            f"{p.duration_tolerance:g} x measured, at least duration_tolerance_s={p.duration_tolerance_s:g})")
+
+
 def load_all(p: BuildSamplesParams, frames: dict[str, dict]) -> tuple[list[dict], list[dict], int]:
     """(usable samples with their frame meta, quarantine records, items seen) over every task's annotations."""
     quarantine, loaded, seen_ids, seen = [], [], set(), 0
@@ -92,6 +106,8 @@ def load_all(p: BuildSamplesParams, frames: dict[str, dict]) -> tuple[list[dict]
             elif meta is None:
                 reject(s["id"], path, f"video {s['video_id']!r} missing from the frame cache (not ingested, or "
                                       f"quarantined by ingest or extract_frames)")
+            elif why := duration_mismatch(s, meta, p):
+                reject(s["id"], path, why)
             elif task == "tracking" and meta["num_frames"] != len(s["solution"]["boxes"]):
                 reject(s["id"], path, f"{meta['num_frames']} frames but {len(s['solution']['boxes'])} boxes")
             elif len(prompt := task_registry.render_prompt(task, s["problem"], think=p.think,

@@ -40,7 +40,7 @@ from stages.sources.store import Store, cache_root
 from stages.video.decode import DecodeError, probe_frame_files, probe_video, read_frames
 
 STAGE = "ingest"
-PROBE_VERSION = 2  # bump when probing rules change: memoised verdicts of older rules are then ignored
+PROBE_VERSION = 3  # bump when probing rules change: memoised verdicts of older rules are then ignored
 
 
 @dataclass

@@ -65,7 +65,9 @@ class IngestParams(Section):
         ["groundtruth.txt", "meta_info.ini", "absence.label", "cover.label", "cut_by_image.label"],
         description="Files of a frame folder ingested next to its frames (GOT-10k annotations), if present.",
     )
-    extensions: list[str] = Field([".mp4", ".mkv", ".webm", ".avi", ".mov"], description="Video file suffixes.")
+    extensions: list[str] = Field([".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".ogv", ".mpg", ".mpeg"],
+                                  description="Video file suffixes (all decoded and checked on the real-video "
+                                  "corpus, docs/data.md).")
     out_dir: str = Field("data/raw", description="Where links to the files, manifest.jsonl and quarantine.jsonl go.")
     cache_dir: str = Field(
         ".cache/videorft", description="Persistent cache of fetched files and probe results (env VIDEORFT_CACHE_DIR wins)."
@@ -141,6 +143,13 @@ class BuildSamplesParams(Section):
         "clip", description="Intervals that end after the video: clip the end to the duration, or reject. A "
         "negative start is rejected under either policy."
     )
+    duration_tolerance: float = Field(
+        0.05, ge=0, description="An annotation whose video duration differs from the video's measured one "
+        "(ingest, from presentation timestamps) by more than max(duration_tolerance x measured, "
+        "duration_tolerance_s) is quarantined: its times would point elsewhere in the video (a re-encoded or "
+        "trimmed download, another video under the same id). Fraction of the measured duration.")
+    duration_tolerance_s: float = Field(
+        1.0, ge=0, description="Floor of that tolerance in seconds (annotations round durations; short clips).")
     max_prompt_chars: int = Field(
         8192, gt=0, description="Longest rendered prompt (characters of the task template with the annotation's "
         "text filled in); a longer one is quarantined with its length. Bounds what one annotation can put in "

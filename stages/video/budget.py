@@ -4,7 +4,8 @@ Every number comes from ExtractFramesParams; nothing here is a library constant 
 Two modes, `extract_frames.budget` (docs/data.md, "Two budget modes"):
 
 per_video (default):
-- frame i of a video with source fps F is shown at t = i / F; duration = total_frames / F;
+- frame i of a constant-rate video with source fps F is shown at t = i / F; duration = total_frames / F (variable
+  rate: times and duration from pts, F = total_frames / duration, frames picked uniform in time; see plan_video);
 - frames = round(duration * fps) floored to a multiple of frame_factor, then clamped to [min_frames, max_frames]
   and to total_frames (bounds themselves rounded inwards to multiples of frame_factor);
 - indices = round(linspace(0, total_frames - 1, frames)) (also the GOT-10k box convention, see uniform_indices);
@@ -197,10 +198,25 @@ def _plan_qwen(total_frames: int, source_fps: float, height: int, width: int, p:
     return n, h, w, n / total_frames * source_fps
 
 
+def indices_by_time(times: list[float], n: int) -> list[int]:
+    """For each of n times spread evenly over [first, last frame time], the frame shown nearest to it (ties to the
+    earlier frame). Variable-rate video: frames uniform in time, not in index."""
+    t = np.asarray(times, dtype=np.float64)
+    targets = np.linspace(t[0], t[-1], n)
+    right = np.clip(np.searchsorted(t, targets), 1, len(t) - 1)
+    left = right - 1
+    pick = np.where(targets - t[left] <= t[right] - targets, left, right) if len(t) > 1 else np.zeros(n, int)
+    return [int(i) for i in pick]
+
+
 def plan_video(
-    duration: float, total_frames: int, source_fps: float, height: int, width: int, p: ExtractFramesParams
+    duration: float, total_frames: int, source_fps: float, height: int, width: int, p: ExtractFramesParams,
+    times: list[float] | None = None,
 ) -> FramePlan:
-    """Which frames of a video to decode, their timestamps and the size to resize them to (mode p.budget)."""
+    """Which frames of a video to decode, their timestamps and the size to resize them to (mode p.budget).
+
+    `times` (seconds of every frame from its pts, stages.video.timing) is given for variable-rate video only: the
+    frames are then picked uniform in time and carry their own times. Without it, frame i is at i / source_fps."""
     check_params(p)
     if not source_fps > 0:
         raise ValueError(f"source fps must be > 0, got {source_fps}")
@@ -209,6 +225,11 @@ def plan_video(
     else:
         n, h, w = _fit(height, width, num_frames(duration, total_frames, p), p)
         sample_fps = n / duration
+    if times is not None:
+        if len(times) != total_frames:
+            raise ValueError(f"{len(times)} frame times for {total_frames} frames")
+        idx = indices_by_time(times, n)
+        return FramePlan(idx, [round(times[i], 6) for i in idx], h, w, sample_fps)
     idx = uniform_indices(total_frames, n)
     return FramePlan(idx, [round(i / source_fps, 6) for i in idx], h, w, sample_fps)
 

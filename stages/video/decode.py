@@ -1,8 +1,8 @@
 """Video decoding: PyAV (default: faster here, see docs/data.md) or decord, plus JPEG frame folders read as videos.
 
 All readers return uint8 RGB arrays of shape (T, H, W, 3) for the requested frame indices, in the requested order
-(repeats allowed). Probing always uses PyAV: decord exposes no codec name. Frame i is taken to be shown at
-i / fps, and duration = frames / fps, so sampled timestamps never pass the end of the video.
+(repeats allowed), turned upright by the stream's display matrix. Probing always uses PyAV: decord exposes no
+codec name. Frame i is the i-th frame in presentation order; when it is shown is stages.video.timing's business.
 """
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
+
+from stages.video import timing
 
 BACKENDS = ("decord", "pyav")
 FRAME_SUFFIXES = (".jpg", ".jpeg")
@@ -29,6 +31,9 @@ class VideoInfo:
     width: int
     height: int
     codec: str
+    start: float = 0.0  # the first frame's presentation time (s); times elsewhere count from it
+    rotation: int = 0  # counter-clockwise degrees applied to every decoded frame (display matrix)
+    cfr: bool = True  # constant rate: frame k at k / fps; else frame times come from pts (stages.video.timing)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -39,21 +44,31 @@ def frame_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES)
 
 
-def _demux_counts(container, stream) -> tuple[int, int]:
-    """(packets with data, packets flagged corrupt) of the video stream, without decoding."""
-    n = bad = 0
-    for pkt in container.demux(stream):
-        if pkt.size:
-            n += 1
-            bad += bool(pkt.is_corrupt)
-    return n, bad
+def _truncated(declared: int, held: int, packets, stream) -> bool:
+    """Fewer packets than the header declares, and they stop before its end. AVI indexes may repeat a frame with
+    entries that hold no data (declared 444, 68 with data), yet the last real one still reaches the end."""
+    if not declared or held >= declared:
+        return False
+    end, dur = packets.last_end, stream.duration
+    if end is None or not dur or dur <= 0:
+        return True
+    return end - (stream.start_time or 0) < dur - dur / declared  # stops over a frame before the declared end
+
+
+def _rotation(container, stream) -> int:
+    """Counter-clockwise degrees the first frame must be turned to be shown upright (display matrix)."""
+    for frame in container.decode(stream):
+        return int(round(getattr(frame, "rotation", 0) or 0)) % 360
+    return 0
 
 
 def probe_video(path: str | Path) -> VideoInfo:
-    """fps, frame count, duration, size and codec of a video file; DecodeError if it is not a usable video.
+    """fps, frame count, duration, displayed size and codec of a video file; DecodeError if it is not usable.
 
-    Demuxes every packet (cheap: no decoding) so that a file cut short is caught here: its header promises more
-    frames than it holds. A container without a frame count (Matroska, WebM) gets the packet count.
+    Demuxes every packet (cheap: no decoding) so that a file cut short is caught here (its header promises more
+    frames than it holds), and so that times come from presentation timestamps (stages.video.timing): frames are
+    those packets that decode to a frame, duration and fps are the real ones for variable-rate video. Width and
+    height are the displayed ones (swapped for a 90/270 degree display matrix, see `rotation`).
     """
     import av
 
@@ -68,22 +83,28 @@ def probe_video(path: str | Path) -> VideoInfo:
             ctx = stream.codec_context
             if ctx is None:  # FFmpeg knows no decoder for the stream's codec (unknown or unsupported fourcc)
                 raise DecodeError("no decoder for the video stream's codec (unknown or unsupported format)")
-            fps, declared = float(rate), int(stream.frames or 0)
+            declared = int(stream.frames or 0)
             width, height, codec = ctx.width, ctx.height, ctx.name
-            frames, corrupt = _demux_counts(container, stream)
+            packets = timing.demux_packets(container, stream)
+            times = timing.stream_times(packets, stream.time_base, float(rate))
+            frames = times.frames
+            if frames < 1:
+                raise DecodeError("no frames")
+            if _truncated(declared, frames, packets, stream):
+                raise DecodeError(f"truncated: the header declares {declared} frames, the file holds {frames}")
+            if packets.corrupt:
+                raise DecodeError(f"{packets.corrupt} corrupt packets")
+            if width < 1 or height < 1:
+                raise DecodeError(f"no frame size ({width}x{height})")
+        with av.open(str(path)) as container:
+            rotation = _rotation(container, container.streams.video[0])
     except DecodeError:
         raise
     except Exception as e:  # PyAV raises many types (InvalidDataError, OSError, ...)
         raise DecodeError(f"{type(e).__name__}: {e}") from e
-    if frames < 1:
-        raise DecodeError("no frames")
-    if declared and frames < declared:
-        raise DecodeError(f"truncated: the header declares {declared} frames, the file holds {frames}")
-    if corrupt:
-        raise DecodeError(f"{corrupt} corrupt packets")
-    if width < 1 or height < 1:
-        raise DecodeError(f"no frame size ({width}x{height})")
-    return VideoInfo(fps, frames, round(frames / fps, 6), width, height, codec)
+    if rotation % 180 == 90:
+        width, height = height, width
+    return VideoInfo(times.fps, frames, times.duration, width, height, codec, times.start, rotation, times.cfr)
 
 
 def probe_frame_files(paths: Sequence[Path], names: Sequence[str], fps: float) -> VideoInfo:
@@ -138,14 +159,45 @@ def resize_rgb(frames: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BICUBIC)) for f in frames])
 
 
+# mean |difference| (0-255) allowed between decord's frame and PyAV's: on the corpus a right frame differs by 0.0
+# (same FFmpeg conversion), a neighbouring frame of a static camera (vtest.avi) by as little as 1.3
+DECORD_TOLERANCE = 0.5
+
+
+def _check_decord(path, frames: np.ndarray, idx: list[int], count: int) -> None:
+    """decord counts and seeks frames its own way: on real files it returned other frames than a full decode
+    (XviD and MPEG-2 B-frames, edit lists), and differently from one call to the next on the same reader. So the
+    frames it returned are compared, every one, with PyAV's (decoded frame by frame, one held at a time); a file
+    where they differ, or where the frame counts differ, is refused with the reason."""
+    ours = timing.read_times(path).frames
+    if count != ours:
+        raise DecodeError(f"decord counts {count} frames, a full decode gives {ours}; use backend pyav")
+    where: dict[int, list[int]] = {}
+    for k, i in enumerate(idx):
+        where.setdefault(i, []).append(k)
+    for i, ref in _each_frame(path, idx, None, 1, ours):
+        for k in where[i]:
+            a = frames[k]
+            if a.shape != ref.shape:
+                raise DecodeError(f"decord frame {i} is {a.shape[1]}x{a.shape[0]}, displayed {ref.shape[1]}x"
+                                  f"{ref.shape[0]} (display matrix ignored); use backend pyav")
+            diff = float(np.abs(a.astype(np.int16) - ref).mean())
+            if diff > DECORD_TOLERANCE:
+                raise DecodeError(f"decord frame {i} differs from a full decode's (mean |diff| {diff:.1f}); "
+                                  f"use backend pyav")
+
+
 def read_decord(path: str | Path, indices: Sequence[int], size: tuple[int, int] | None = None,
                 threads: int = 1) -> np.ndarray:
+    """decord's frames, once _check_decord has found every one equal to PyAV's (so decord costs a PyAV decode
+    more; it stays for cross-checking, pyav is the default)."""
     import decord
 
     try:
         vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=threads)
         idx = _check_indices(indices, len(vr))
         frames = vr.get_batch(idx).asnumpy()
+        _check_decord(path, frames, idx, len(vr))
     except DecodeError:
         raise
     except Exception as e:  # decord raises DECORDError / RuntimeError
@@ -158,10 +210,15 @@ class _NoTimestamps(Exception):
 
 
 def _to_rgb(frame, size: tuple[int, int] | None) -> np.ndarray:
+    """RGB of a decoded frame, resized to size = (height, width) as displayed, turned upright."""
+    turns = int(round(getattr(frame, "rotation", 0) or 0)) % 360 // 90
+    if size is not None and turns % 2:
+        size = (size[1], size[0])  # resize in the coded orientation, then turn
     if size is None or (frame.height, frame.width) == tuple(size):
-        return frame.to_ndarray(format="rgb24")
-    # one swscale pass converts YUV to RGB and resizes (bicubic, filter widened when shrinking)
-    return frame.reformat(width=size[1], height=size[0], format="rgb24", interpolation="BICUBIC").to_ndarray()
+        rgb = frame.to_ndarray(format="rgb24")
+    else:  # one swscale pass converts YUV to RGB and resizes (bicubic, filter widened when shrinking)
+        rgb = frame.reformat(width=size[1], height=size[0], format="rgb24", interpolation="BICUBIC").to_ndarray()
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 def _open_video(path, threads: int):
@@ -182,10 +239,10 @@ def _open_video(path, threads: int):
 
 
 def _presentation_order(path, threads: int) -> list:
-    """Every packet's pts in presentation order (first demux pass; no decoding)."""
+    """The pts of every packet that decodes to a frame, in presentation order (first demux pass; no decoding)."""
     container, stream = _open_video(path, threads)
     with container:
-        pts = [pkt.pts for pkt in container.demux(stream) if pkt.size]
+        pts = timing.demux_packets(container, stream).pts
     if any(t is None for t in pts) or len(set(pts)) != len(pts):
         raise _NoTimestamps
     return sorted(pts)
@@ -193,30 +250,31 @@ def _presentation_order(path, threads: int) -> list:
 
 def _read_pyav_skipping(path, idx: list[int], size, threads: int) -> dict[int, np.ndarray]:
     """Decode only what the wanted frames need: H.264 non-reference pictures that are not wanted are skipped
-    (stages.video.h264); a frame's index is the rank of its pts among all packets."""
+    (stages.video.h264); a frame's index is the rank of its pts among the packets that decode to a frame. Frames
+    must come out in rising pts, each one a packet's, else _NoTimestamps (the caller then decodes everything)."""
     from stages.video import h264
 
     rank = {t: i for i, t in enumerate(_presentation_order(path, threads))}
-    wanted, got = set(idx), {}
+    wanted, got, last = set(idx), {}, [-1]
     container, stream = _open_video(path, threads)
     with container:
         ctx = stream.codec_context
-        length_size = h264.nal_length_size(ctx.extradata) if ctx.name == "h264" else None
-        skippable = ctx.name == "h264"
+        length_size = h264.nal_length_size(ctx.extradata)
 
         def keep(frames) -> bool:
             for frame in frames:
                 i = rank.get(frame.pts)
-                if i is None:
+                if i is None or i <= last[0]:
                     raise _NoTimestamps
-                if i in wanted and i not in got:
+                last[0] = i
+                if i in wanted:
                     got[i] = _to_rgb(frame, size)
             return len(got) == len(wanted)
 
         for pkt in container.demux(stream):
             if not pkt.size:
                 continue
-            if skippable and rank[pkt.pts] not in wanted and h264.droppable(bytes(pkt), length_size):
+            if rank.get(pkt.pts) not in wanted and h264.droppable(bytes(pkt), length_size):
                 continue
             if keep(ctx.decode(pkt)):
                 return got
@@ -224,33 +282,59 @@ def _read_pyav_skipping(path, idx: list[int], size, threads: int) -> dict[int, n
     return got
 
 
-def _read_pyav_counting(path, idx: list[int], size, threads: int) -> dict[int, np.ndarray]:
-    """Decode every frame up to the last wanted one, counting frames in output (presentation) order."""
-    wanted, last, got, count = set(idx), max(idx), {}, 0
+SKIP_FORMATS = ("mov", "matroska")  # demuxer names (prefixes) whose packet pts are presentation times
+
+
+def _skipping_proven(path) -> bool:
+    """H.264 in MP4/MOV or Matroska/WebM: the streams the skipping decoder was checked on bit for bit."""
+    container, stream = _open_video(path, 1)
+    with container:
+        return stream.codec_context.name == "h264" and container.format.name.startswith(SKIP_FORMATS)
+
+
+def _each_frame(path, idx: list[int], size, threads: int, total: int | None = None):
+    """(index, RGB) of each wanted frame, decoding every frame up to the last wanted one and counting them in
+    output (presentation) order; one frame is held at a time. With `total` (frames the packets hold, whose times
+    the plan used) a decoder that gives more frames is an error: its frames would not be the ones planned (fewer
+    frames show as a missing last frame, which every plan holds)."""
+    wanted, last, count = set(idx), max(idx), 0
+    stop = None if total is not None and last >= total - 1 else last  # the whole file is decoded anyway: count all
     container, stream = _open_video(path, threads)
     with container:
         for frame in container.decode(stream):
+            if total is not None and count >= total:
+                raise DecodeError(f"the decoder gives more frames than the {total} the file's packets hold; "
+                                  f"frame times unknown")
             if count in wanted:
-                got[count] = _to_rgb(frame, size)
+                yield count, _to_rgb(frame, size)
             count += 1
-            if count > last:
+            if stop is not None and count > stop:
                 break
-    return got
+
+
+def _read_pyav_counting(path, idx: list[int], size, threads: int, total=None) -> dict[int, np.ndarray]:
+    return dict(_each_frame(path, idx, size, threads, total))
 
 
 def read_pyav(path: str | Path, indices: Sequence[int], size: tuple[int, int] | None = None,
-              threads: int = 1) -> np.ndarray:
+              threads: int = 1, total: int | None = None) -> np.ndarray:
     """Frames at `indices` (presentation order), resized in the same pass when size = (height, width) is given.
 
-    Decodes forward from the start (sparse samples of long-GOP video gain little from seeking) but skips the
-    pictures nothing depends on; falls back to counting decoded frames when timestamps are missing.
+    Decodes forward from the start (sparse samples of long-GOP video gain little from seeking). Only where skipping
+    is proven exact (H.264 in a container with presentation timestamps: MP4, Matroska) are the pictures nothing
+    depends on left undecoded; everything else (other codecs, AVI's packed B-frames, missing timestamps) is
+    decoded frame by frame and counted in output order, which is what a full decode gives.
     """
     idx = _check_indices(indices)
     try:
-        try:
-            got = _read_pyav_skipping(path, idx, size, threads)
-        except _NoTimestamps:
-            got = _read_pyav_counting(path, idx, size, threads)
+        got = None
+        if _skipping_proven(path):
+            try:
+                got = _read_pyav_skipping(path, idx, size, threads)
+            except _NoTimestamps:
+                pass
+        if got is None:
+            got = _read_pyav_counting(path, idx, size, threads, total)
     except DecodeError:
         raise
     except Exception as e:
@@ -287,15 +371,16 @@ def read_frame_folder(folder: str | Path, indices: Sequence[int], size: tuple[in
 
 
 def read_frames(path: str | Path, indices: Sequence[int], backend: str = "pyav",
-                size: tuple[int, int] | None = None, threads: int = 1) -> np.ndarray:
+                size: tuple[int, int] | None = None, threads: int = 1, total: int | None = None) -> np.ndarray:
     """uint8 (T, H, W, 3) RGB frames at `indices` from a video file (backend) or a JPEG frame folder.
 
-    size = (height, width) resizes (bicubic); threads is the decoder's thread count (0 = FFmpeg's choice).
+    size = (height, width) resizes (bicubic); threads is the decoder's thread count (0 = FFmpeg's choice); total =
+    the video's frame count as probed (checked against what the frame-by-frame decoder gives).
     """
     if Path(path).is_dir():
         return read_frame_folder(path, indices, size)
     if backend == "decord":
         return read_decord(path, indices, size, threads)
     if backend == "pyav":
-        return read_pyav(path, indices, size, threads)
+        return read_pyav(path, indices, size, threads, total)
     raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")

@@ -24,9 +24,12 @@ from stages.video.budget import FramePlan
 FORMAT = 1  # bump when what is stored for a key changes (resize method, colour conversion)
 
 
-def frame_key(sha256: str, plan: FramePlan, decoder: str) -> str:
-    return sha256_json({"format": FORMAT, "sha256": sha256, "indices": plan.indices, "height": plan.height,
-                        "width": plan.width, "decoder": decoder})
+def frame_key(sha256: str, plan: FramePlan, decoder: str, revision: int = 1) -> str:
+    """revision > 1 marks frames that an older decoder gave wrongly for the same key (unturned portrait video,
+    AVI packed B-frames, unchecked decord); it is hashed only then, so every other key stays what it was."""
+    spec = {"format": FORMAT, "sha256": sha256, "indices": plan.indices, "height": plan.height,
+            "width": plan.width, "decoder": decoder}
+    return sha256_json({**spec, "revision": revision} if revision > 1 else spec)
 
 
 class FrameCache:

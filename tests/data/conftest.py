@@ -54,3 +54,12 @@ def bucket(s3_endpoint, aws_env):
     name = f"videos-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=name)
     return name, client
+
+
+@pytest.fixture(scope="session")
+def corpus() -> dict:
+    """Real videos (registry packages) and ffmpeg-made variants: name -> path, None when absent
+    (tests/data/video_corpus.py)."""
+    from tests.data.video_corpus import make_variants, registry_files
+
+    return {**registry_files(), **make_variants()}

@@ -148,3 +148,32 @@ def test_build_splits_by_video_quarantines_and_reconciles(tmp_path):
     assert stats["train_unique"] == len(unique_train) and stats["quarantined"] == len(quarantine)
     for r in train + evals:
         assert r["prompt"] and Path(r["frames"]).exists() and r["fps"] == 2.0
+
+
+def test_annotation_duration_must_match_the_video(tmp_path):
+    """An annotation whose video lasts other than the measured video (beyond max(5% of it, 1 s) by default) is
+    quarantined naming the video; the rest comes through and the counts reconcile."""
+    from stages.build_samples import build
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    measured = {"short_ok": 4.0, "short_bad": 4.0, "long_ok": 100.0, "long_bad": 100.0}
+    said = {"short_ok": 4.9, "short_bad": 30.0, "long_ok": 104.5, "long_bad": 110.0}
+    for vid, seconds in measured.items():
+        np.save(frames / f"{vid}.npy", np.zeros((8, 28, 28, 3), np.uint8))
+        (frames / f"{vid}.json").write_text(json.dumps(
+            {"video_id": vid, "kind": "video", "num_frames": 8, "fps": 2.0, "duration": seconds}))
+    tg = {v: {"duration": said[v], "timestamps": [[1, 3]], "sentences": ["a"]} for v in measured}
+    (tmp_path / "tg.json").write_text(json.dumps(tg))
+    p = BuildSamplesParams(annotations={"tg": str(tmp_path / "tg.json")}, out_dir=str(tmp_path / "s"),
+                           eval_fraction=0.25)
+    stats = build(p, str(frames))
+    quarantine = [json.loads(x) for x in (tmp_path / "s" / "quarantine.jsonl").read_text().splitlines()]
+    reasons = {q["id"]: q["reason"] for q in quarantine}
+    assert set(reasons) == {"short_bad#0", "long_bad#0"}
+    assert reasons["short_bad#0"].startswith("annotation says video 'short_bad' lasts 30 s, measured 4 s: off by "
+                                             "26.00 s, more than 1.00 s (build_samples.duration_tolerance=0.05")
+    assert "more than 5.00 s" in reasons["long_bad#0"]
+    assert stats["seen"] == 4 == stats["quarantined"] + stats["train_unique"] + sum(stats["eval"].values())
+    loose = p.model_copy(update={"duration_tolerance": 0.2, "out_dir": str(tmp_path / "s2")})
+    assert build(loose, str(frames))["quarantined"] == 1  # long_bad within 20 %; short_bad still not

@@ -63,7 +63,8 @@ def test_manifest_rows(raw):
     root, _ = raw
     rows = {r["id"]: r for r in read_jsonl(root / "raw" / "manifest.jsonl")}
     assert set(rows) == {"syn00001", "syn00002", "syn00003", "GOT-10k_Syn_000001", "GOT-10k_Syn_000002"}
-    keys = {"id", "source", "path", "kind", "sha256", "bytes", "duration", "fps", "frames", "width", "height", "codec"}
+    keys = {"id", "source", "path", "kind", "sha256", "bytes", "duration", "fps", "frames", "width", "height", "codec",
+            "start", "rotation", "cfr"}
     for r in rows.values():
         assert set(r) == keys
         assert r["path"].startswith(str(root / "raw")) and (root / "raw").exists()
@@ -71,6 +72,7 @@ def test_manifest_rows(raw):
     assert v["kind"] == "video" and v["codec"] == "h264" and v["fps"] == 8.0 and v["path"].endswith("videos/syn00001.mp4")
     assert v["sha256"] == sha256_file(v["path"]) == sha256_file(v["source"]) and v["bytes"] > 0
     assert v["duration"] == v["frames"] / v["fps"]
+    assert v["start"] == 0.0 and v["rotation"] == 0 and v["cfr"] is True  # synthetic: constant rate, upright
     f = rows["GOT-10k_Syn_000001"]
     assert f["kind"] == "frames" and f["codec"] == "jpeg" and f["frames"] == 10 and f["fps"] == 10.0
     names = sorted(p.name for p in (root / "raw" / "frames_src" / f["id"]).iterdir())
