@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from stages import model_card
+from stages import model_card, serving
 from stages import tasks as task_registry
 from stages.eval_plots import HEADLINE
 from stages.evaluate import EVAL_SAMPLES
@@ -114,9 +114,10 @@ def prompt_files(prompt_dir: str | None) -> list[Path]:
     return files
 
 
-def stage_model_dir(model_dir: str, prompts: list[Path], card: str, dest: Path, eval_samples: Path | None = None
-                    ) -> Path:
-    """What the logged model holds: checkpoint + processor files, prompts/, MODEL_CARD.md, eval_samples.json."""
+def stage_model_dir(model_dir: str, prompts: list[Path], card: str, dest: Path, eval_samples: Path | None = None,
+                    serving_config: dict | None = None) -> Path:
+    """What the logged model holds: checkpoint + processor files, prompts/, MODEL_CARD.md, eval_samples.json, and
+    with `serving_config` the pyfunc files that make it loadable and servable (stages/serving.py)."""
     src = Path(model_dir)
     dest.mkdir(parents=True)
     for item in sorted(src.iterdir()):
@@ -132,6 +133,8 @@ def stage_model_dir(model_dir: str, prompts: list[Path], card: str, dest: Path, 
     (dest / "MODEL_CARD.md").write_text(card, encoding="utf-8")
     if eval_samples is not None:
         shutil.copy2(eval_samples, dest / EVAL_SAMPLES)
+    if serving_config is not None:
+        serving.add_pyfunc(dest, serving_config)
     return dest
 
 
@@ -257,7 +260,8 @@ def _register(client, uri, p, model_dir, eval_path, prompt_dir, params, lock_pat
 
         def build_dir() -> Path:
             prompts, text = card()
-            return stage_model_dir(model_dir, prompts, text, Path(tmp) / "model", samples)
+            return stage_model_dir(model_dir, prompts, text, Path(tmp) / "model", samples,
+                                   serving.serving_config(params))
 
         if versions:  # already registered: refresh tags that a re-evaluation changed
             version = versions[0]
