@@ -22,14 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 from stages import model_card, serving
 from stages import tasks as task_registry
 from stages.eval_plots import HEADLINE
 from stages.evaluate import EVAL_SAMPLES
 from stages.io import read_json, sha256_file, sha256_json, write_json
 from stages.params import MlflowParams, Params, RegisterParams, load_params
+from stages.run_inputs import dvc_hashes
 from stages.tracking import TrackingUnavailable, is_http, metric_name, require_reachable
 
 # Training-output files that are not part of the model: trainer checkpoints (optimizer state) and the
@@ -46,18 +45,6 @@ def git_commit(repo: str = ".") -> str:
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-def dvc_hashes(lock_path: str | os.PathLike, outs: list[str]) -> dict[str, str]:
-    """The hash dvc.lock records for each named out (e.g. data/samples -> md5 '...dir'); 'missing' if none."""
-    found: dict[str, str] = {}
-    if Path(lock_path).exists():
-        lock = yaml.safe_load(Path(lock_path).read_text()) or {}
-        for stage in (lock.get("stages") or {}).values():
-            for out in stage.get("outs") or []:
-                if out.get("path") in outs:
-                    found[out["path"]] = out.get("md5") or out.get("etag") or out.get("checksum") or "unknown"
-    return {o: found.get(o, "missing") for o in outs}
 
 
 def intervals_tag(eval_result: dict) -> str | None:
