@@ -185,6 +185,33 @@ def register_version(client, p: RegisterParams, model_id: str, tags: dict[str, s
     return versions[0]
 
 
+def evaluation_run(client, experiment_id: str, train_run_id: str):
+    """The latest evaluation run of the training run (stages/evaluate.evaluation_run), or None."""
+    from stages.evaluate import TRAIN_RUN_TAG
+
+    runs = client.search_runs([experiment_id], f"tags.`{TRAIN_RUN_TAG}` = '{train_run_id}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
+def link_evaluation(client, eval_run, model_id: str, eval_result: dict) -> None:
+    """The logged model as an input of its evaluation run, and the candidate's headline metrics on the logged model
+    (its page in the UI), measured on the evaluation dataset; once per logged model."""
+    from mlflow.entities import LoggedModelInput, Metric
+
+    if model_id in {m.model_id for m in (eval_run.inputs.model_inputs or [])}:
+        return
+    client.log_inputs(eval_run.info.run_id, models=[LoggedModelInput(model_id)])
+    ds = next((d.dataset for d in eval_run.inputs.dataset_inputs or []), None)
+    on = {"dataset_name": ds.name, "dataset_digest": ds.digest} if ds else {}
+    now = int(time.time() * 1000)
+    metrics = [Metric(metric_name(f"eval/candidate/{t}/{HEADLINE[t]}"), float(m[HEADLINE[t]]), now, 0,
+                      model_id=model_id, run_id=eval_run.info.run_id, **on)
+               for t, m in eval_result["candidate"]["metrics"].items() if HEADLINE.get(t) in m]
+    if metrics:
+        client.log_batch(eval_run.info.run_id, metrics=metrics)
+
+
 def set_alias(client, name: str, alias: str, version: str, attempts: int = 5) -> None:
     """The tracking server inserts an alias after checking that it is absent, so two registers setting it at once
     can hit its unique key: retry, and accept an alias that already points at the version."""
@@ -237,6 +264,9 @@ def _register(client, uri, p, model_dir, eval_path, prompt_dir, params, lock_pat
                         params_sha256=sha256_json(params.model_dump()),
                         eval_samples_sha256=sha256_file(samples) if samples else None)
     run_id = summary["mlflow_run_id"]
+    eval_run = evaluation_run(client, summary["mlflow_experiment_id"], run_id)
+    if eval_run is not None:
+        tags["eval_run_id"] = eval_run.info.run_id
     versions = find_versions(client, p.model_name, run_id)
     reused = bool(versions)
     with tempfile.TemporaryDirectory(prefix="videorft-register-") as tmp:
@@ -263,6 +293,8 @@ def _register(client, uri, p, model_dir, eval_path, prompt_dir, params, lock_pat
             model_id = logged_model_for(client, p, summary, tags, build_dir)
             version = register_version(client, p, model_id, tags)
         refresh_version(client, p.model_name, version, tags, model_card.description(card()[1]))
+    if eval_run is not None:
+        link_evaluation(client, eval_run, version.source.removeprefix("models:/"), eval_result)
     set_alias(client, p.model_name, p.alias, version.version)
     record = {
         "model_name": p.model_name, "version": str(version.version), "alias": p.alias, "reused": reused,

@@ -18,7 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 from infra.devstack import free_port
-from stages import register, serving
+from stages import evaluate, register, serving
 from stages.datasets.synthetic import synthesize
 from stages.params import MlflowParams, RegisterParams, load_params
 
@@ -61,14 +61,38 @@ def registered(tmp_path_factory):
     eval_path = tmp / "eval" / "eval.json"
     eval_path.parent.mkdir()
     eval_path.write_text(json.dumps({"candidate": {"model": str(model_dir), "metrics": metrics},
-                                     "baseline": {"model": str(BASE), "metrics": metrics}, "samples": 1}))
+                                     "baseline": {"model": str(BASE), "metrics": metrics}, "samples": 1,
+                                     "intervals": {"tg": {"mIoU": {"delta": 0.0, "lo": 0.0, "hi": 0.0}}}}))
     params = load_params(ROOT / "params.yaml")
+    samples = tmp / "samples" / "eval.jsonl"
+    samples.parent.mkdir()
+    samples.write_text(json.dumps({"id": "tg-0", "task": "tg"}) + "\n")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        try:  # evaluate's own run of this training run, which register links to the logged model
+            eval_run_id = evaluate.evaluation_run(client, run.info.run_id, json.loads(eval_path.read_text()), [], [],
+                                                  str(samples))
+        finally:
+            mlflow.set_tracking_uri(None)
         rec = register.run(RegisterParams(model_name="served", out=str(tmp / "register.json")),
                            MlflowParams(tracking_uri=uri), str(model_dir), str(eval_path), params=params,
                            lock_path=str(tmp / "dvc.lock"), repo=ROOT)
-    return {"uri": uri, "model": f"models:/served/{rec['version']}", "tmp": tmp, "params": params}
+    return {"uri": uri, "model": f"models:/served/{rec['version']}", "tmp": tmp, "params": params,
+            "version": rec["version"], "eval_run_id": eval_run_id}
+
+
+def test_the_evaluation_run_is_linked_to_the_registered_model(registered):
+    client = MlflowClient(registered["uri"])
+    version = client.get_model_version("served", registered["version"])
+    assert version.tags["eval_run_id"] == registered["eval_run_id"]
+    model_id = version.source.removeprefix("models:/")
+    ev = client.get_run(registered["eval_run_id"])
+    assert [m.model_id for m in ev.inputs.model_inputs] == [model_id]  # the model is the evaluation's input
+    (metric,) = [m for m in client.get_logged_model(model_id).metrics if m.key == "eval/candidate/tg/mIoU"]
+    assert metric.value == 0.3 and metric.run_id == ev.info.run_id
+    assert (metric.dataset_name, metric.dataset_digest) == (ev.inputs.dataset_inputs[0].dataset.name,
+                                                            ev.inputs.dataset_inputs[0].dataset.digest)
 
 
 def test_registered_model_loads_as_pyfunc_and_answers_every_task(registered, video, monkeypatch):
