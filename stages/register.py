@@ -141,12 +141,53 @@ def find_logged_models(client, experiment_id: str, name: str, train_run_id: str)
     return [m for m in found if m.name == name]
 
 
-def logged_model_for(client, p: RegisterParams, summary: dict, tags: dict[str, str], build_dir) -> str:
+def training_run_home(client, summary: dict, experiment: str) -> tuple[str, str | None]:
+    """(experiment id, source run id) for the logged model in this registry. The training run lives in the
+    tracking store it was trained against; when this registry is another one (trained with the demo's SQLite,
+    registered on the stack) the run is not here: the model goes into this store's experiment without a source run
+    (its tag train_run_id still names the run, and stays the idempotence key)."""
+    from mlflow.exceptions import MlflowException
+
+    from stages.tracking import ensure_experiment
+
+    run_id = summary["mlflow_run_id"]
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        run = None
+    if run is not None:
+        return run.info.experiment_id, run_id
+    print(f"register: training run {run_id} is not in this tracking store (trained against another one): "
+          f"registering without a source run, in experiment {experiment!r}")
+    return ensure_experiment(client, experiment), None
+
+
+def missing_in(record_path: str | os.PathLike, uri: str) -> str | None:
+    """Why the registry at `uri` lacks the version that register.json records (None when it has it, or when
+    there is no record: then DVC runs register anyway). DVC cannot see which registry MLFLOW_TRACKING_URI names, so
+    a register up to date for another registry (the demo's SQLite, before the stack) would never run for this one;
+    the flow asks this first and forces register when it answers."""
+    from mlflow import MlflowClient
+
+    if not Path(record_path).exists():
+        return None
+    rec = read_json(record_path)
+    if not rec.get("train_run_id") or not rec.get("model_name"):
+        return None
+    if find_versions(MlflowClient(uri), rec["model_name"], rec["train_run_id"]):
+        return None
+    return (f"{record_path} records {rec['model_name']} version {rec.get('version')} of training run "
+            f"{rec['train_run_id']} in {rec.get('tracking_uri')}, but {uri} has no version of that run")
+
+
+def logged_model_for(client, p: RegisterParams, summary: dict, tags: dict[str, str], build_dir,
+                     home: tuple[str, str | None]) -> str:
     """A READY logged model of this training run: reused, resumed, or created (steps 2-3 of the docstring)."""
     import mlflow
     from mlflow.entities import LoggedModelStatus
 
-    run_id, experiment_id = summary["mlflow_run_id"], summary["mlflow_experiment_id"]
+    run_id = summary["mlflow_run_id"]
+    experiment_id, source_run_id = home
     existing = find_logged_models(client, experiment_id, p.model_name, run_id)
     for m in existing:
         if m.status == LoggedModelStatus.FAILED:
@@ -160,7 +201,7 @@ def logged_model_for(client, p: RegisterParams, summary: dict, tags: dict[str, s
         print(f"register: resuming logged model {model_id} left PENDING by an interrupted attempt")
     else:
         model_id = mlflow.initialize_logged_model(
-            name=p.model_name, source_run_id=run_id, tags=tags, model_type="video-mllm",
+            name=p.model_name, source_run_id=source_run_id, tags=tags, model_type="video-mllm",
             experiment_id=experiment_id).model_id
     # An upload that fails leaves the model PENDING, and the retry resumes it (same files, same paths).
     client.log_model_artifacts(model_id, str(build_dir()))
@@ -242,7 +283,8 @@ def run(p: RegisterParams, mlflow_p: MlflowParams, model_dir: str, eval_path: st
     uri = setup(mlflow_p, experiment=False)
     require_reachable(uri)
     try:
-        return _register(MlflowClient(uri), uri, p, model_dir, eval_path, prompt_dir, params, lock_path, repo)
+        return _register(MlflowClient(uri), uri, p, model_dir, eval_path, prompt_dir, params, lock_path, repo,
+                         mlflow_p)
     except TrackingUnavailable:
         raise
     except Exception:
@@ -251,7 +293,7 @@ def run(p: RegisterParams, mlflow_p: MlflowParams, model_dir: str, eval_path: st
         raise
 
 
-def _register(client, uri, p, model_dir, eval_path, prompt_dir, params, lock_path, repo) -> dict:
+def _register(client, uri, p, model_dir, eval_path, prompt_dir, params, lock_path, repo, mlflow_p) -> dict:
     summary = read_json(os.path.join(model_dir, "train_summary.json"))
     eval_result = read_json(eval_path)
     samples = Path(eval_path).parent / EVAL_SAMPLES
@@ -264,7 +306,8 @@ def _register(client, uri, p, model_dir, eval_path, prompt_dir, params, lock_pat
                         params_sha256=sha256_json(params.model_dump()),
                         eval_samples_sha256=sha256_file(samples) if samples else None)
     run_id = summary["mlflow_run_id"]
-    eval_run = evaluation_run(client, summary["mlflow_experiment_id"], run_id)
+    home = training_run_home(client, summary, os.environ.get("MLFLOW_EXPERIMENT_NAME") or mlflow_p.experiment)
+    eval_run = evaluation_run(client, home[0], run_id) if home[1] else None
     if eval_run is not None:
         tags["eval_run_id"] = eval_run.info.run_id
     versions = find_versions(client, p.model_name, run_id)
@@ -290,7 +333,7 @@ def _register(client, uri, p, model_dir, eval_path, prompt_dir, params, lock_pat
                 (fresh / "MODEL_CARD.md").write_text(card()[1], encoding="utf-8")
                 client.log_model_artifacts(version.source.removeprefix("models:/"), str(fresh))
         else:
-            model_id = logged_model_for(client, p, summary, tags, build_dir)
+            model_id = logged_model_for(client, p, summary, tags, build_dir, home)
             version = register_version(client, p, model_id, tags)
         refresh_version(client, p.model_name, version, tags, model_card.description(card()[1]))
     if eval_run is not None:
