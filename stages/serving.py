@@ -122,6 +122,7 @@ class VideoTaskModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         import pandas as pd
 
+        from stages import tasks
         from stages.rl.generate import generate
 
         rows = model_input.to_dict(orient="records") if hasattr(model_input, "to_dict") else list(model_input)
@@ -141,8 +142,6 @@ class VideoTaskModel(mlflow.pyfunc.PythonModel):
                 texts = generate(self.model, self.processor, [r["gen"] for r in ready],
                                  int(self.cfg["max_new_tokens"]), int(self.cfg["batch_size"]))
                 for item, text in zip(ready, texts, strict=True):
-                    from stages import tasks
-
                     parsed = tasks.parse(item["result"]["task"], text, self.cfg.get("protocol", "ours"))
                     item["result"].update(answer=text, parsed=None if parsed is None else json.dumps(parsed))
         return pd.DataFrame(results, columns=list(OUTPUTS))
