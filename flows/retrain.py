@@ -159,11 +159,18 @@ class RetrainRun:
 
     def run_here(self, stage: str) -> dict:
         force = self.force
-        if stage == "register" and not force and (why := register_missing(self.ws, self.runs.uri)):
+        if stage == "register" and not force and (why := self._register_missing()):
             get_run_logger().info(f"register: {why}: registering there (dvc repro --force register)")
             force = True
         return self.tracked(stage, lambda child: stage_task(str(self.ws), stage, self.env(child), self.remote,
                                                             force))
+
+    def _register_missing(self) -> str | None:
+        try:
+            return register_missing(self.ws, self.runs.uri)
+        except Exception as e:  # the registry cannot answer: the stage itself reports it, naming the server
+            get_run_logger().warning(f"register: could not ask {self.runs.uri} for the recorded version ({e})")
+            return None
 
     def run_on_gpu(self, stages: list[str], deployment: str, timeout_s: float | None, gpus: int) -> dict:
         """Send `stages` to the GPU deployment in one run, each in its nested MLflow run; bring results here."""

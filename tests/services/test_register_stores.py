@@ -5,12 +5,13 @@ Two SQLite stores in a temporary folder stand for the two registries."""
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 from mlflow import MlflowClient
 
-from flows.retrain import register_missing
+from flows.retrain import RetrainRun, register_missing
 from stages import register
 from stages.params import MlflowParams, RegisterParams, load_params
 
@@ -47,6 +48,8 @@ def test_a_version_registered_into_another_store_is_registered_into_this_one(tmp
     assert register.missing_in(out, demo) is None and register_missing(tmp_path, demo) is None
     why = register_missing(tmp_path, stack)  # what the flow asks before `dvc repro register`
     assert why and stack in why and run.info.run_id in why and demo in why
+    flow_run = RetrainRun(tmp_path, False, False, SimpleNamespace(uri=stack), "parent", "flow-run", "commit")
+    assert flow_run._register_missing() == why  # run_here forces `dvc repro register` on it
 
     capsys.readouterr()
     MlflowClient(stack).create_experiment("other", artifact_location=str(tmp_path / "stack-other"))
