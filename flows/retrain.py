@@ -32,6 +32,7 @@ from flows import workspace as wsp
 from flows.mlflow_runs import FlowRuns, kill_open_runs, resolve_tracking
 from stages import lineage
 from stages.io import sha256_file, write_text
+from stages.params import load_params
 
 GPU_STAGES = ("sft", "train")                   # consecutive ones go to the GPU pool together, in one run
 TRAIN_DEPLOYMENT = "VIDEORFT_TRAIN_DEPLOYMENT"  # e.g. "train-stage/gpu"
@@ -119,6 +120,16 @@ def train_stage(stages: list[str], lock: str | None = None, params: dict[str, st
         return handoff
 
 
+def register_missing(ws: Path, uri: str) -> str | None:
+    """Why register must run for the flow's registry although DVC finds it up to date (stages.register.missing_in):
+    register.json names a version that this registry does not have (it was registered into another one)."""
+    from stages.register import missing_in
+
+    params = ws / "params.yaml"
+    out = load_params(params).register.out if params.exists() else "metrics/register.json"
+    return missing_in(ws / out, uri)
+
+
 @dataclass
 class RetrainRun:
     """What the stages of one retrain run share: the workspace, the remote, the MLflow runs, the lineage ids."""
@@ -147,8 +158,19 @@ class RetrainRun:
         return outcome
 
     def run_here(self, stage: str) -> dict:
+        force = self.force
+        if stage == "register" and not force and (why := self._register_missing()):
+            get_run_logger().info(f"register: {why}: registering there (dvc repro --force register)")
+            force = True
         return self.tracked(stage, lambda child: stage_task(str(self.ws), stage, self.env(child), self.remote,
-                                                            self.force))
+                                                            force))
+
+    def _register_missing(self) -> str | None:
+        try:
+            return register_missing(self.ws, self.runs.uri)
+        except Exception as e:  # the registry cannot answer: the stage itself reports it, naming the server
+            get_run_logger().warning(f"register: could not ask {self.runs.uri} for the recorded version ({e})")
+            return None
 
     def run_on_gpu(self, stages: list[str], deployment: str, timeout_s: float | None, gpus: int) -> dict:
         """Send `stages` to the GPU deployment in one run, each in its nested MLflow run; bring results here."""

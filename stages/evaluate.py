@@ -192,7 +192,11 @@ def baseline_outputs(name_or_path: str, rows: list[dict], p: EvaluateParams,
 
 
 def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlflow_p: MlflowParams,
-        train_summary: str | None = None, think: bool = True, train_samples: str | None = None) -> dict:
+        train_summary: str | None = None, think: bool = True, train_samples: str | None = None,
+        params=None, lock_path: str = "dvc.lock") -> dict:
+    """Evaluate candidate and base on the samples; with the training run known (train_summary), log the results
+    into the training run and into an evaluation run of their own (`evaluation_run`); `params` (the whole
+    parameter set) adds the upstream sections' params there."""
     rows = select(read_jsonl(samples_path), p.max_samples_per_task)
     if not rows:
         raise ValueError(f"{samples_path}: no evaluation samples")
@@ -231,7 +235,9 @@ def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlf
     plots = eval_plots.write_all(out / "plots", cand_records, base_records, cand_metrics, base_metrics, history, ivs)
     plots += eval_plots.write_data(out / "plots", cand_metrics, base_metrics, history, ivs, list(task_registry.TASKS))
     if client:
-        _log(client, run_id, result, [out / "eval.json", out / EVAL_SAMPLES, out / "predictions.jsonl"], plots)
+        files = [out / "eval.json", out / EVAL_SAMPLES, out / "predictions.jsonl"]
+        _log(client, run_id, result, files, plots)
+        evaluation_run(client, run_id, result, files, plots, samples_path, params, lock_path)
     return result
 
 
@@ -265,6 +271,26 @@ def _log(client, run_id: str, result: dict, files: list[Path], plots: list[Path]
         client.log_artifact(run_id, str(f), artifact_path="eval/plots")
 
 
+TRAIN_RUN_TAG = "videorft.train_run_id"
+
+
+def evaluation_run(client, train_run_id: str, result: dict, files: list[Path], plots: list[Path],
+                   samples_path: str, params=None, lock_path: str = "dvc.lock") -> str:
+    """The evaluation's own MLflow run, in the training run's experiment, tagged `videorft.train_run_id` (under a
+    flow: the evaluate stage's nested run): the same metrics (every metric of both models, the difference and its
+    interval ends, the blind line), the files and plots, the held-out samples as its dataset (context
+    evaluation) and the evaluate / sample / frame settings as params. Returns its id."""
+    from stages.lineage import start_stage_run
+    from stages.run_inputs import log_run_inputs
+
+    train = client.get_run(train_run_id)
+    with start_stage_run("evaluate", run_name=f"evaluate-{train.info.run_name or train_run_id[:8]}",
+                         tags={TRAIN_RUN_TAG: train_run_id}, experiment_id=train.info.experiment_id) as run:
+        _log(client, run.info.run_id, result, files, plots)
+        log_run_inputs(client, run.info.run_id, "evaluation", samples_path, params, lock_path)
+    return run.info.run_id
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     params = load_params()
@@ -274,7 +300,7 @@ def main() -> None:
         res = run(params.evaluate, params.train.out_dir, start_model(params),
                   os.path.join(params.build_samples.out_dir, "eval.jsonl"), params.mlflow,
                   os.path.join(params.train.out_dir, "train_summary.json"), params.build_samples.think,
-                  os.path.join(params.build_samples.out_dir, "train.jsonl"))
+                  os.path.join(params.build_samples.out_dir, "train.jsonl"), params=params)
     except TrackingUnavailable as e:
         raise SystemExit(f"evaluate: {e}") from None
     for t, m in res["candidate"]["metrics"].items():

@@ -105,7 +105,8 @@ def kill_orphaned_runs(client, experiment_id: str, say=None) -> list[str]:
     return killed
 
 
-def stage_run_kwargs(stage: str, run_name: str | None = None, tags: dict | None = None) -> dict:
+def stage_run_kwargs(stage: str, run_name: str | None = None, tags: dict | None = None,
+                     experiment_id: str | None = None) -> dict:
     """Arguments for `mlflow.start_run` that honour the contract (for stages that manage the run themselves):
 
     Under a flow: MLflow resumes the run the flow created for this stage (MLFLOW_RUN_ID); with only a parent
@@ -116,6 +117,8 @@ def stage_run_kwargs(stage: str, run_name: str | None = None, tags: dict | None 
 
     kwargs: dict = {"run_name": run_name,
                     "tags": {TAG_STAGE: stage, **lineage_tags(), **owner_tags(), **(tags or {})}}
+    if experiment_id is not None:  # a new run goes there instead of the active experiment
+        kwargs["experiment_id"] = experiment_id
     if mlflow.active_run() is not None:
         kwargs["nested"] = True
     elif os.environ.get(PARENT_RUN_ID) and not os.environ.get(RUN_ID):
@@ -124,11 +127,12 @@ def stage_run_kwargs(stage: str, run_name: str | None = None, tags: dict | None 
 
 
 @contextlib.contextmanager
-def start_stage_run(stage: str, run_name: str | None = None, tags: dict | None = None) -> Iterator:
+def start_stage_run(stage: str, run_name: str | None = None, tags: dict | None = None,
+                    experiment_id: str | None = None) -> Iterator:
     """Start the MLflow run of `stage` (call after `stages.tracking.setup`) and yield it: see stage_run_kwargs.
     Runs of its experiment that killed processes of this host left RUNNING are marked KILLED."""
     import mlflow
 
-    with mlflow.start_run(**stage_run_kwargs(stage, run_name, tags)) as run:
+    with mlflow.start_run(**stage_run_kwargs(stage, run_name, tags, experiment_id)) as run:
         kill_orphaned_runs(mlflow.MlflowClient(), run.info.experiment_id, lambda m: print(f"{stage}: {m}"))
         yield run

@@ -78,7 +78,15 @@ def render(model_name: str, summary: dict, eval_result: dict, lineage: dict[str,
     lines += ["", "## Lineage", "", "| tag | value |", "|---|---|"]
     lines += [f"| {k} | `{v}` |" for k, v in sorted(lineage.items())
               if not k.startswith("metric.") and k != "intervals"]  # both are in the evaluation table
-    lines += ["", "## Load", "", "```python",
+    lines += ["", "## Load", "", "As a pyfunc that answers a task prompt about a video (docs/registry.md, in the "
+              "project's environment):", "", "```python",
+              "import mlflow, pandas as pd",
+              f"model = mlflow.pyfunc.load_model('models:/{model_name}@production')",
+              "model.predict(pd.DataFrame([{'task': 'tg', 'video': 'clip.mp4', 'sentence': 'the red circle moves'}]))",
+              "```", "",
+              f"Served: `mlflow models serve -m models:/{model_name}@production --env-manager local -h 127.0.0.1 "
+              "-p 5001`, then POST `{\"dataframe_records\": [...]}` to `/invocations`.", "",
+              "The checkpoint alone, with transformers:", "", "```python",
               "import mlflow",
               f"path = mlflow.artifacts.download_artifacts('models:/{model_name}@production')",
               "from transformers import AutoModelForImageTextToText, AutoProcessor",

@@ -383,6 +383,11 @@ class PromoteParams(IntervalParams):
 class MlflowParams(Section):
     tracking_uri: str = Field("sqlite:///mlflow.db", description="Overridden by MLFLOW_TRACKING_URI if set.")
     experiment: str = Field("videorft", description="Experiment name.")
+    log_system_metrics: bool = Field(
+        True, description="MLflow system metrics on the training run (CPU, memory, disk, network; GPU with pynvml): "
+                          "system/* series sampled by a background thread.")
+    system_metrics_interval_s: float = Field(
+        10.0, gt=0, description="Seconds between system-metric samples (MLflow's default: 10).")
 
 
 # `register` is a stage name; pydantic warns that it shadows ABCMeta.register (harmless on instances)

@@ -337,7 +337,9 @@ def promote(client, name: str, p: PromoteParams, version: str | None = None, by:
         cand = _version(client, name, version) if version else _alias_version(client, name, p.from_alias)
         if cand is None:
             raise LookupError(f"{name}: no version {version}" if version else
-                              f"{name}: no version given and no version has alias '{p.from_alias}'")
+                              f"{name}: no version given and no version has alias '{p.from_alias}' (registered into "
+                              f"another tracking store? `dvc repro --force --single-item register` registers "
+                              f"into this one)")
         current = _alias_version(client, name, p.to_alias)  # re-read inside the lock
         decision = {"version": str(cand.version), "by": who, "at": _now(),
                     "alias": p.to_alias, "previous": str(current.version) if current else NO_PRODUCTION}

@@ -22,14 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
-from stages import model_card
+from stages import model_card, serving
 from stages import tasks as task_registry
 from stages.eval_plots import HEADLINE
 from stages.evaluate import EVAL_SAMPLES
 from stages.io import read_json, sha256_file, sha256_json, write_json
 from stages.params import MlflowParams, Params, RegisterParams, load_params
+from stages.run_inputs import dvc_hashes
 from stages.tracking import TrackingUnavailable, is_http, metric_name, require_reachable
 
 # Training-output files that are not part of the model: trainer checkpoints (optimizer state) and the
@@ -46,18 +45,6 @@ def git_commit(repo: str = ".") -> str:
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-def dvc_hashes(lock_path: str | os.PathLike, outs: list[str]) -> dict[str, str]:
-    """The hash dvc.lock records for each named out (e.g. data/samples -> md5 '...dir'); 'missing' if none."""
-    found: dict[str, str] = {}
-    if Path(lock_path).exists():
-        lock = yaml.safe_load(Path(lock_path).read_text()) or {}
-        for stage in (lock.get("stages") or {}).values():
-            for out in stage.get("outs") or []:
-                if out.get("path") in outs:
-                    found[out["path"]] = out.get("md5") or out.get("etag") or out.get("checksum") or "unknown"
-    return {o: found.get(o, "missing") for o in outs}
 
 
 def intervals_tag(eval_result: dict) -> str | None:
@@ -114,9 +101,10 @@ def prompt_files(prompt_dir: str | None) -> list[Path]:
     return files
 
 
-def stage_model_dir(model_dir: str, prompts: list[Path], card: str, dest: Path, eval_samples: Path | None = None
-                    ) -> Path:
-    """What the logged model holds: checkpoint + processor files, prompts/, MODEL_CARD.md, eval_samples.json."""
+def stage_model_dir(model_dir: str, prompts: list[Path], card: str, dest: Path, eval_samples: Path | None = None,
+                    serving_config: dict | None = None) -> Path:
+    """What the logged model holds: checkpoint + processor files, prompts/, MODEL_CARD.md, eval_samples.json, and
+    with `serving_config` the pyfunc files that make it loadable and servable (stages/serving.py)."""
     src = Path(model_dir)
     dest.mkdir(parents=True)
     for item in sorted(src.iterdir()):
@@ -132,6 +120,8 @@ def stage_model_dir(model_dir: str, prompts: list[Path], card: str, dest: Path, 
     (dest / "MODEL_CARD.md").write_text(card, encoding="utf-8")
     if eval_samples is not None:
         shutil.copy2(eval_samples, dest / EVAL_SAMPLES)
+    if serving_config is not None:
+        serving.add_pyfunc(dest, serving_config)
     return dest
 
 
@@ -151,12 +141,53 @@ def find_logged_models(client, experiment_id: str, name: str, train_run_id: str)
     return [m for m in found if m.name == name]
 
 
-def logged_model_for(client, p: RegisterParams, summary: dict, tags: dict[str, str], build_dir) -> str:
+def training_run_home(client, summary: dict, experiment: str) -> tuple[str, str | None]:
+    """(experiment id, source run id) for the logged model in this registry. The training run lives in the
+    tracking store it was trained against; when this registry is another one (trained with the demo's SQLite,
+    registered on the stack) the run is not here: the model goes into this store's experiment without a source run
+    (its tag train_run_id still names the run, and stays the idempotence key)."""
+    from mlflow.exceptions import MlflowException
+
+    from stages.tracking import ensure_experiment
+
+    run_id = summary["mlflow_run_id"]
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        run = None
+    if run is not None:
+        return run.info.experiment_id, run_id
+    print(f"register: training run {run_id} is not in this tracking store (trained against another one): "
+          f"registering without a source run, in experiment {experiment!r}")
+    return ensure_experiment(client, experiment), None
+
+
+def missing_in(record_path: str | os.PathLike, uri: str) -> str | None:
+    """Why the registry at `uri` lacks the version that register.json records (None when it has it, or when
+    there is no record: then DVC runs register anyway). DVC cannot see which registry MLFLOW_TRACKING_URI names, so
+    a register up to date for another registry (the demo's SQLite, before the stack) would never run for this one;
+    the flow asks this first and forces register when it answers."""
+    from mlflow import MlflowClient
+
+    if not Path(record_path).exists():
+        return None
+    rec = read_json(record_path)
+    if not rec.get("train_run_id") or not rec.get("model_name"):
+        return None
+    if find_versions(MlflowClient(uri), rec["model_name"], rec["train_run_id"]):
+        return None
+    return (f"{record_path} records {rec['model_name']} version {rec.get('version')} of training run "
+            f"{rec['train_run_id']} in {rec.get('tracking_uri')}, but {uri} has no version of that run")
+
+
+def logged_model_for(client, p: RegisterParams, summary: dict, tags: dict[str, str], build_dir,
+                     home: tuple[str, str | None]) -> str:
     """A READY logged model of this training run: reused, resumed, or created (steps 2-3 of the docstring)."""
     import mlflow
     from mlflow.entities import LoggedModelStatus
 
-    run_id, experiment_id = summary["mlflow_run_id"], summary["mlflow_experiment_id"]
+    run_id = summary["mlflow_run_id"]
+    experiment_id, source_run_id = home
     existing = find_logged_models(client, experiment_id, p.model_name, run_id)
     for m in existing:
         if m.status == LoggedModelStatus.FAILED:
@@ -170,7 +201,7 @@ def logged_model_for(client, p: RegisterParams, summary: dict, tags: dict[str, s
         print(f"register: resuming logged model {model_id} left PENDING by an interrupted attempt")
     else:
         model_id = mlflow.initialize_logged_model(
-            name=p.model_name, source_run_id=run_id, tags=tags, model_type="video-mllm",
+            name=p.model_name, source_run_id=source_run_id, tags=tags, model_type="video-mllm",
             experiment_id=experiment_id).model_id
     # An upload that fails leaves the model PENDING, and the retry resumes it (same files, same paths).
     client.log_model_artifacts(model_id, str(build_dir()))
@@ -193,6 +224,33 @@ def register_version(client, p: RegisterParams, model_id: str, tags: dict[str, s
             if "RESOURCE_DOES_NOT_EXIST" not in str(e.error_code):  # the racing register deleted it first
                 raise
     return versions[0]
+
+
+def evaluation_run(client, experiment_id: str, train_run_id: str):
+    """The latest evaluation run of the training run (stages/evaluate.evaluation_run), or None."""
+    from stages.evaluate import TRAIN_RUN_TAG
+
+    runs = client.search_runs([experiment_id], f"tags.`{TRAIN_RUN_TAG}` = '{train_run_id}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
+def link_evaluation(client, eval_run, model_id: str, eval_result: dict) -> None:
+    """The logged model as an input of its evaluation run, and the candidate's headline metrics on the logged model
+    (its page in the UI), measured on the evaluation dataset; once per logged model."""
+    from mlflow.entities import LoggedModelInput, Metric
+
+    if model_id in {m.model_id for m in (eval_run.inputs.model_inputs or [])}:
+        return
+    client.log_inputs(eval_run.info.run_id, models=[LoggedModelInput(model_id)])
+    ds = next((d.dataset for d in eval_run.inputs.dataset_inputs or []), None)
+    on = {"dataset_name": ds.name, "dataset_digest": ds.digest} if ds else {}
+    now = int(time.time() * 1000)
+    metrics = [Metric(metric_name(f"eval/candidate/{t}/{HEADLINE[t]}"), float(m[HEADLINE[t]]), now, 0,
+                      model_id=model_id, run_id=eval_run.info.run_id, **on)
+               for t, m in eval_result["candidate"]["metrics"].items() if HEADLINE.get(t) in m]
+    if metrics:
+        client.log_batch(eval_run.info.run_id, metrics=metrics)
 
 
 def set_alias(client, name: str, alias: str, version: str, attempts: int = 5) -> None:
@@ -225,7 +283,8 @@ def run(p: RegisterParams, mlflow_p: MlflowParams, model_dir: str, eval_path: st
     uri = setup(mlflow_p, experiment=False)
     require_reachable(uri)
     try:
-        return _register(MlflowClient(uri), uri, p, model_dir, eval_path, prompt_dir, params, lock_path, repo)
+        return _register(MlflowClient(uri), uri, p, model_dir, eval_path, prompt_dir, params, lock_path, repo,
+                         mlflow_p)
     except TrackingUnavailable:
         raise
     except Exception:
@@ -234,7 +293,7 @@ def run(p: RegisterParams, mlflow_p: MlflowParams, model_dir: str, eval_path: st
         raise
 
 
-def _register(client, uri, p, model_dir, eval_path, prompt_dir, params, lock_path, repo) -> dict:
+def _register(client, uri, p, model_dir, eval_path, prompt_dir, params, lock_path, repo, mlflow_p) -> dict:
     summary = read_json(os.path.join(model_dir, "train_summary.json"))
     eval_result = read_json(eval_path)
     samples = Path(eval_path).parent / EVAL_SAMPLES
@@ -247,6 +306,10 @@ def _register(client, uri, p, model_dir, eval_path, prompt_dir, params, lock_pat
                         params_sha256=sha256_json(params.model_dump()),
                         eval_samples_sha256=sha256_file(samples) if samples else None)
     run_id = summary["mlflow_run_id"]
+    home = training_run_home(client, summary, os.environ.get("MLFLOW_EXPERIMENT_NAME") or mlflow_p.experiment)
+    eval_run = evaluation_run(client, home[0], run_id) if home[1] else None
+    if eval_run is not None:
+        tags["eval_run_id"] = eval_run.info.run_id
     versions = find_versions(client, p.model_name, run_id)
     reused = bool(versions)
     with tempfile.TemporaryDirectory(prefix="videorft-register-") as tmp:
@@ -257,7 +320,8 @@ def _register(client, uri, p, model_dir, eval_path, prompt_dir, params, lock_pat
 
         def build_dir() -> Path:
             prompts, text = card()
-            return stage_model_dir(model_dir, prompts, text, Path(tmp) / "model", samples)
+            return stage_model_dir(model_dir, prompts, text, Path(tmp) / "model", samples,
+                                   serving.serving_config(params))
 
         if versions:  # already registered: refresh tags that a re-evaluation changed
             version = versions[0]
@@ -269,9 +333,11 @@ def _register(client, uri, p, model_dir, eval_path, prompt_dir, params, lock_pat
                 (fresh / "MODEL_CARD.md").write_text(card()[1], encoding="utf-8")
                 client.log_model_artifacts(version.source.removeprefix("models:/"), str(fresh))
         else:
-            model_id = logged_model_for(client, p, summary, tags, build_dir)
+            model_id = logged_model_for(client, p, summary, tags, build_dir, home)
             version = register_version(client, p, model_id, tags)
         refresh_version(client, p.model_name, version, tags, model_card.description(card()[1]))
+    if eval_run is not None:
+        link_evaluation(client, eval_run, version.source.removeprefix("models:/"), eval_result)
     set_alias(client, p.model_name, p.alias, version.version)
     record = {
         "model_name": p.model_name, "version": str(version.version), "alias": p.alias, "reused": reused,

@@ -16,8 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+from stages import run_inputs
 from stages.io import read_jsonl, write_json
-from stages.params import ModelParams, MlflowParams, TrainParams, load_params
+from stages.params import ModelParams, MlflowParams, Params, TrainParams, load_params
 
 # TRL 1.16 settings the run depends on that TrainParams does not expose: pinned here so a TRL upgrade that moves
 # a default cannot change the run silently. name -> (our value, TRL 1.16 default, why). docs/training.md lists
@@ -160,16 +161,21 @@ def mlflow_run(is_main: bool, mlflow_p: MlflowParams, run_file: Path, resuming: 
     from stages.tracking import setup
 
     setup(mlflow_p)
+    if mlflow_p.log_system_metrics:
+        from mlflow.system_metrics import set_system_metrics_sampling_interval
+
+        set_system_metrics_sampling_interval(mlflow_p.system_metrics_interval_s)
+    system = {"log_system_metrics": mlflow_p.log_system_metrics}
     previous = json.loads(run_file.read_text()).get("run_id") if (resuming and run_file.exists()) else None
     nested = mlflow.active_run() is not None
     try:
-        active = (mlflow.start_run(run_id=previous, run_name=name, nested=nested, tags=owner_tags())
+        active = (mlflow.start_run(run_id=previous, run_name=name, nested=nested, tags=owner_tags(), **system)
                   if previous else None)
     except Exception as e:  # the tracking store no longer has it (another database): start a new run
         print(f"train: cannot continue MLflow run {previous} ({e}); starting a new one", file=sys.stderr)
         active = None
     if active is None:  # also names and owns the run a flow made (MLFLOW_RUN_ID)
-        active = mlflow.start_run(run_name=name, nested=nested, tags=owner_tags())
+        active = mlflow.start_run(run_name=name, nested=nested, tags=owner_tags(), **system)
     kill_orphaned_runs(mlflow.MlflowClient(), active.info.experiment_id, lambda m: print(f"train: {m}"))
     run_file.parent.mkdir(parents=True, exist_ok=True)
     write_json(run_file, {"run_id": active.info.run_id})
@@ -202,7 +208,10 @@ def save_final(trainer, processor, p: TrainParams, model_p: ModelParams, out: Pa
         processor.save_pretrained(str(out))
 
 
-def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_path: str, think: bool = True) -> dict:
+def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_path: str, think: bool = True,
+        params: Params | None = None, lock_path: str = "dvc.lock") -> dict:
+    """GRPO training of model_p on the samples. `params` (the whole parameter set) adds the upstream sections'
+    params to the MLflow run (stages/run_inputs.py); the samples file is logged as its training dataset."""
     import mlflow
     import torch
 
@@ -240,6 +249,8 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
                 mlflow.log_params({f"train.{k}": v for k, v in p.model_dump().items()})
                 mlflow.log_params({"model.name_or_path": model_p.name_or_path, "train.samples": len(dataset)})
                 mlflow.log_params({f"trl.{k}": v for k, (v, _d, _w) in TRL_PINNED.items()})
+                run_inputs.log_run_inputs(mlflow.MlflowClient(), active.info.run_id, "training", samples_path,
+                                          params, lock_path)
         trainer = VideoGRPOTrainer(
             model=model,
             processing_class=processor,
@@ -302,7 +313,7 @@ def main() -> None:
 
     model_p = params.model.model_copy(update={"name_or_path": start_model(params)})
     s = run(params.train, model_p, params.mlflow, os.path.join(params.build_samples.out_dir, "train.jsonl"),
-            think=params.build_samples.think)
+            think=params.build_samples.think, params=params)
     if launch.world_rank() == 0:
         print(f"train: {s['steps']} steps on {s['samples']} samples ({s['world_size']} processes) in "
               f"{s['seconds']} s; MLflow run {s['mlflow_run_id']}")

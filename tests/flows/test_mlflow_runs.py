@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pytest
 from mlflow import MlflowClient
 
 from flows.mlflow_runs import FlowRuns
@@ -122,3 +123,43 @@ def test_runs_of_sigkilled_processes_are_marked_killed_and_a_resumed_training_ru
             FlowRuns(uri, "killed", flow_run_id="f", commit="c").start_parent("retrain-now", {})
         assert client.get_run(orphan.info.run_id).info.status == "KILLED", start
     assert [client.get_run(i).info.status for i in untouched] == ["RUNNING"] * 3
+
+
+@pytest.mark.slow  # two one-step trainings: about 50 s here
+def test_training_run_has_its_dataset_upstream_params_and_system_metrics(tiny_model_dir, frame_files, tmp_path):
+    """`python -m stages.train` (one step of the tiny model): the samples file is the run's training dataset with
+    the DVC hash of its out, extract_frames / build_samples settings are params, and system/* metrics are sampled
+    (mlflow.log_system_metrics, here every 0.5 s); with the knob off there are none."""
+    import json
+
+    import yaml
+
+    def train(root, system):
+        (root / "samples").mkdir(parents=True)
+        rows = [{"id": f"tg{i}", "task": "tg", "prompt": f"When does event {i} happen?", "frames": frame_files[i % 4],
+                 "fps": 2.0, "solution": {"timestamps": [1.0, 4.0]}} for i in range(2)]
+        (root / "samples" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (root / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"build_samples": {"outs": [
+            {"path": "samples", "md5": "e" * 32 + ".dir"}]}}}))
+        (root / "params.yaml").write_text(yaml.safe_dump({
+            "build_samples": {"out_dir": "samples", "think": False}, "extract_frames": {"max_frames": 8},
+            "model": {"name_or_path": tiny_model_dir, "family": "qwen2_5_vl"},
+            "train": {"out_dir": "run", "checkpoint_dir": "ckpt", "tasks": ["tg"], "num_generations": 2,
+                      "per_device_train_batch_size": 2, "max_steps": 1, "max_completion_length": 4, "bf16": False},
+            "mlflow": {"tracking_uri": f"sqlite:///{root}/mlflow.db", "experiment": "inputs",
+                       "log_system_metrics": system, "system_metrics_interval_s": 0.5}}))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        proc = subprocess.run([sys.executable, "-m", "stages.train"], cwd=root, capture_output=True, text=True,
+                              timeout=600, env={**env, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        run_id = json.loads((root / "run" / "train_summary.json").read_text())["mlflow_run_id"]
+        return MlflowClient(f"sqlite:///{root}/mlflow.db").get_run(run_id)
+
+    run = train(tmp_path / "on", True)
+    (ds,) = run.inputs.dataset_inputs
+    assert {t.key: t.value for t in ds.tags} == {"mlflow.data.context": "training", "dvc.samples": "e" * 32 + ".dir"}
+    assert ds.dataset.name == "samples/train.jsonl" and json.loads(ds.dataset.profile)["rows_per_task"] == {"tg": 2}
+    assert run.data.params["extract_frames.max_frames"] == "8" and run.data.params["build_samples.think"] == "False"
+    assert not any(k.startswith("evaluate.") for k in run.data.params)  # the evaluation run's
+    assert any(k.startswith("system/cpu") for k in run.data.metrics), sorted(run.data.metrics)
+    assert not any(k.startswith("system/") for k in train(tmp_path / "off", False).data.metrics)

@@ -2,6 +2,7 @@
 generations cached per (model content, inputs, decoding, code), the intervals of candidate - base, the QA
 regression check, the blind line, predictions, per-sample rows, plots, and everything logged into the training
 run."""
+import hashlib
 import json
 import shutil
 
@@ -11,7 +12,7 @@ import pytest
 from stages import eval_cache, evaluate
 from stages import tasks as task_registry
 from stages.io import read_json, read_jsonl, write_jsonl
-from stages.params import EvaluateParams, MlflowParams
+from stages.params import EvaluateParams, MlflowParams, Params
 
 PROBLEMS = {
     "tg": ({"duration": 8.0, "sentence": "the red square moves right"}, {"timestamps": [1.0, 4.0]}),
@@ -132,8 +133,13 @@ def test_metrics_predictions_and_plots_go_into_the_training_run(tiny_model_dir, 
     summary = tmp_path / "train_summary.json"
     summary.write_text(json.dumps({"mlflow_run_id": run.info.run_id}))
 
+    lock = tmp_path / "dvc.lock"
+    lock.write_text("stages:\n  build_samples:\n    outs:\n    - path: %s\n      md5: %s.dir\n"
+                    % (samples.parent, "d" * 32))
+    whole = Params(evaluate=params(tmp_path), extract_frames={"max_frames": 8})
     res = evaluate.run(params(tmp_path), tiny_model_dir, tiny_model_dir, str(samples),
-                       MlflowParams(tracking_uri=uri), str(summary), train_samples=str(samples))
+                       MlflowParams(tracking_uri=uri), str(summary), train_samples=str(samples), params=whole,
+                       lock_path=str(lock))
     got = client.get_run(run.info.run_id)
     assert "eval/candidate/tg/mIoU" in got.data.metrics and "eval/baseline/qa/accuracy" in got.data.metrics
     assert "eval/candidate/gqa/Acc_GQA" in got.data.metrics
@@ -158,6 +164,22 @@ def test_metrics_predictions_and_plots_go_into_the_training_run(tiny_model_dir, 
 
     hist = reward_history(client, run.info.run_id)
     assert hist["reward"] == [(1, 0.1), (2, 0.3), (3, 0.6)] and "rewards/tg_iou/mean" in hist
+    # the evaluation's own run, linked to the training run: the same metrics, files, its dataset and settings
+    (ev,) = client.search_runs([exp], f"tags.`{evaluate.TRAIN_RUN_TAG}` = '{run.info.run_id}'")
+    assert ev.info.status == "FINISHED" and ev.data.tags["stage"] == "evaluate" and ev.info.run_id != run.info.run_id
+    assert ev.info.run_name == f"evaluate-{run.info.run_name}"
+    assert {k: v for k, v in ev.data.metrics.items() if k.startswith("eval/")} == {
+        k: v for k, v in got.data.metrics.items() if k.startswith("eval/")}
+    assert {"eval/eval.json", "eval/eval_samples.json", "eval/predictions.jsonl", "eval/plots"} <= {
+        a.path for a in client.list_artifacts(ev.info.run_id, "eval")}
+    (ds,) = ev.inputs.dataset_inputs
+    assert {t.key: t.value for t in ds.tags} == {"mlflow.data.context": "evaluation",
+                                                 f"dvc.{samples.parent}": "d" * 32 + ".dir"}
+    assert ds.dataset.digest == hashlib.md5(samples.read_bytes()).hexdigest()
+    assert json.loads(ds.dataset.profile)["dvc_md5"] == "d" * 32 + ".dir"
+    assert ev.data.params["evaluate.bootstrap_resamples"] == str(whole.evaluate.bootstrap_resamples)
+    assert ev.data.params["extract_frames.max_frames"] == "8" and "build_samples.think" in ev.data.params
+    assert not any(k.startswith("evaluate.") for k in got.data.params)  # the training run keeps its own params
     mlflow.set_tracking_uri(None)
 
 
