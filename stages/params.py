@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 TASK_NAMES = ("tg", "gqa", "tracking", "qa")
 
@@ -408,6 +408,58 @@ class Params(BaseModel):
     register: RegisterParams = RegisterParams()
     promote: PromoteParams = PromoteParams()
     mlflow: MlflowParams = MlflowParams()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Params":
+        """Rules between sections, checked when the params load (as TRL's GRPOConfig.__post_init__ does), so a
+        wrong combination fails at once with the knobs named instead of as empty or quarantined data later."""
+        problems = cross_section_problems(self)
+        if problems:
+            raise ValueError("params do not agree across sections:\n  - " + "\n  - ".join(problems))
+        return self
+
+
+def cross_section_problems(p: "Params") -> list[str]:
+    """Every rule between sections that `p` breaks, one line each (empty: they all hold)."""
+    from stages import tasks as task_registry
+    from stages.tasks.tracking import NUM_BOXES
+    from stages.video.budget import check_params
+
+    out = []
+    annotated = {t for t, path in p.build_samples.annotations.items() if path}
+    unknown = sorted(set(p.build_samples.annotations) - set(TASK_NAMES))
+    if unknown:
+        out.append(f"build_samples.annotations names unknown tasks {unknown} (tasks: {', '.join(TASK_NAMES)})")
+    for name, tasks, on in (("train.tasks", p.train.tasks, True), ("sft.tasks", p.sft.tasks, p.sft.enabled)):
+        missing = [t for t in tasks if t not in annotated]
+        if on and missing:
+            out.append(f"{name} has {missing} but build_samples.annotations gives no file for them "
+                       f"(annotated: {sorted(annotated)})")
+    t = p.train
+    if t.num_generations < 2:
+        out.append(f"train.num_generations={t.num_generations}: GRPO needs at least 2 completions per prompt")
+    elif t.per_device_train_batch_size % t.num_generations:
+        out.append(f"train.per_device_train_batch_size={t.per_device_train_batch_size} is not a multiple of "
+                   f"train.num_generations={t.num_generations} (whole groups per device)")
+    if "tracking" in annotated and {p.synthesize.num_boxes, p.extract_frames.tracking_frames} != {NUM_BOXES}:
+        out.append(f"synthesize.num_boxes={p.synthesize.num_boxes} and extract_frames.tracking_frames="
+                   f"{p.extract_frames.tracking_frames} must both be the tracking task's {NUM_BOXES} boxes (one box "
+                   f"per sampled frame; otherwise every tracking sample is quarantined)")
+    try:
+        check_params(p.extract_frames)
+    except ValueError as e:
+        out.append(f"extract_frames: {e}")
+    gates = [("evaluate.general_task/general_metric", f"{p.evaluate.general_task}.{p.evaluate.general_metric}")]
+    gates += [(f"promote.{kind}", key) for kind in ("improve", "keep") for key in getattr(p.promote, kind)]
+    for where, key in gates:
+        task, _, metric = key.partition(".")
+        if task not in TASK_NAMES:
+            out.append(f"{where}: {key!r} names no task (tasks: {', '.join(TASK_NAMES)})")
+        elif metric not in (known := sorted(set(task_registry.aggregate(task, [])) - {"count"})):
+            out.append(f"{where}: {key!r}: {task} reports no metric {metric!r} (it reports {', '.join(known)})")
+        elif task not in annotated:
+            out.append(f"{where}: {key!r}: {task} is not evaluated (build_samples.annotations gives no file)")
+    return out
 
 
 def _set_dotted(tree: dict, dotted: str, value) -> None:
