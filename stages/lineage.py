@@ -23,6 +23,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from typing import Iterator
 
 RUN_ID = "MLFLOW_RUN_ID"
@@ -40,15 +41,32 @@ TAG_HOST = "videorft.host"
 TAG_PID = "videorft.pid"
 
 
+def dvc_written(cwd: str | os.PathLike = ".") -> list[str]:
+    """What `dvc repro` itself rewrites in the repository: dvc.lock and every output dvc.yaml declares (the
+    committed ones are the `cache: false` metrics files). Changes there do not make a checkout dirty."""
+    import yaml
+
+    paths = ["dvc.lock"]
+    try:
+        stages = (yaml.safe_load((Path(cwd) / "dvc.yaml").read_text()) or {}).get("stages") or {}
+    except (OSError, yaml.YAMLError):
+        return paths
+    for stage in stages.values():
+        for out in (stage.get("outs") or []) + (stage.get("metrics") or []) + (stage.get("plots") or []):
+            paths += [out] if isinstance(out, str) else list(out)
+    return paths
+
+
 def git_commit(cwd: str | os.PathLike = ".") -> str:
-    """HEAD of the repository at `cwd`, with '-dirty' when tracked files differ (dvc.lock aside: running stages
-    rewrites it); 'unknown' outside git."""
+    """HEAD of the repository at `cwd`, with '-dirty' when tracked files differ, DVC's own writes aside (dvc.lock
+    and the declared outputs: running stages rewrites them); 'unknown' outside git. The one definition: register
+    tags versions with it, the flows tag runs with it."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
                               check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)dvc.lock"], cwd=cwd, capture_output=True, text=True,
-                               check=True).stdout.strip()
+                                *(f":(exclude){p}" for p in dvc_written(cwd))], cwd=cwd, capture_output=True,
+                               text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{head}-dirty" if dirty else head

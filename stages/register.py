@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from stages import tasks as task_registry
 from stages.eval_plots import HEADLINE
 from stages.evaluate import EVAL_SAMPLES
 from stages.io import read_json, sha256_file, sha256_json, write_json
+from stages.lineage import git_commit
 from stages.params import MlflowParams, Params, RegisterParams, load_params
 from stages.run_inputs import dvc_hashes
 from stages.tracking import TrackingUnavailable, is_http, metric_name, require_reachable
@@ -34,17 +34,6 @@ from stages.tracking import TrackingUnavailable, is_http, metric_name, require_r
 # Training-output files that are not part of the model: trainer checkpoints (optimizer state) and the
 # pickled TrainingArguments (a pickle is never shipped).
 _NOT_SHIPPED = {"checkpoints", "training_args.bin"}
-
-
-def git_commit(repo: str = ".") -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def intervals_tag(eval_result: dict) -> str | None:

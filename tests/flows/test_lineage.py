@@ -76,3 +76,24 @@ def test_stages_log_into_the_runs_the_flow_made(tmp_path, monkeypatch):
     assert client.get_run(failing).info.status == "FAILED"
     assert kill_open_runs(uri, "flow-1") == 1  # the parent, still open
     assert client.get_run(parent).info.status == "KILLED"
+
+
+def test_dvc_own_writes_do_not_make_a_checkout_dirty_and_register_uses_the_same_rule(tmp_path):
+    from stages import register
+
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    (tmp_path / "dvc.yaml").write_text("stages:\n  evaluate:\n    cmd: x\n    outs:\n"
+                                       "      - metrics/eval.json: {cache: false}\n      - data/out\n")
+    (tmp_path / "metrics").mkdir()
+    for name in ("dvc.lock", "metrics/eval.json", "code.py"):
+        (tmp_path / name).write_text("v1\n")
+    subprocess.run(git + ["init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(git + ["add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run(git + ["commit", "-qm", "c"], cwd=tmp_path, check=True)
+    head = lineage.git_commit(tmp_path)
+    assert len(head) == 40
+    (tmp_path / "dvc.lock").write_text("v2\n")
+    (tmp_path / "metrics/eval.json").write_text("v2\n")  # what dvc repro rewrites: still clean
+    assert lineage.git_commit(tmp_path) == head and register.git_commit is lineage.git_commit
+    (tmp_path / "code.py").write_text("v2\n")
+    assert lineage.git_commit(tmp_path) == f"{head}-dirty"
