@@ -232,7 +232,7 @@ def _promote_available(ws: Path, env: dict) -> bool:
     return proc.returncode == 0
 
 
-@task(name="promote", retries=0, cache_policy=NO_CACHE)
+@task(name="promote", task_run_name="promote", retries=0, cache_policy=NO_CACHE)
 def promote_task(ws: str, env: dict) -> dict:
     """`videorft promote`: the production alias moves only if the gate passes (the registry decides).
     Exit 0 = promoted, 1 = the gate refused (a result, not a failure), anything else = an error."""

@@ -24,10 +24,11 @@ HTTP_DEFAULTS = {
 }
 
 
-# The experiment kind MLflow's UI reads from the tag `mlflow.experimentKind` to choose an experiment's view; an
-# experiment without it may open in the GenAI (traces) view. The values are the UI's ExperimentKind enum (MLflow
-# 3.17, mlflow/server/js): "custom_model_development" is what the UI writes when a user picks "Machine learning"
-# (training runs, metrics and models); MLflow's Python package has no constant for it.
+# The experiment kind tag `mlflow.experimentKind` (values: the UI's ExperimentKind enum, MLflow 3.17,
+# mlflow/server/js; "custom_model_development" is what the UI writes when a user picks "Machine learning") sets the
+# experiment's side navigation. Which view a browser opens is a separate per-browser setting (workflowType, default
+# GenAI): the user picks "Model training" once, or the URL carries ?workflowType=machine_learning
+# (docs/operations.md). MLflow's Python package has no constant for either.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
