@@ -3,7 +3,8 @@
 Split by video (no video in both splits), seeded; per-task train caps and mixing weights; every annotation
 that cannot be used is written to quarantine.jsonl with its reason (each task module's load_annotations validates
 each item; here: duplicate ids, videos missing from the frame cache, what a task's bind_frames hook refuses, e.g.
-tracking frames != boxes, prompts longer than max_prompt_chars). Counts reconcile and are checked before anything is written (stats.json):
+tracking frames != boxes, prompts longer than max_prompt_chars). Counts reconcile and are checked before anything
+is written (stats.json):
 seen = quarantined + train_unique + eval + dropped_by_cap + dropped_by_weight
 where seen counts every annotation item read (a file that cannot be read at all counts as one quarantined item)
 and train counts rows after the weights (a weight above 1 repeats rows).

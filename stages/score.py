@@ -1,10 +1,10 @@
 """Score any model's outputs against annotations in the real upstream formats (`videorft score`).
 
 Predictions are JSONL, one `{"id": ..., "output": "<model text>"}` per line, with the sample ids of the
-annotation adapters (each task module's load_annotations, stages/tasks): Charades-STA `<video_id>#<sentence_index>`, NExT-GQA its
-`id`, GOT-10k the sequence folder name, multiple-choice QA its `id`. Outputs go through the same parser, rewards
-and metrics as training and the evaluate stage (stages/tasks), so outputs of upstream checkpoints run elsewhere
-are scored exactly like ours.
+annotation adapters (each task module's load_annotations, stages/tasks): Charades-STA
+`<video_id>#<sentence_index>`, NExT-GQA its `id`, GOT-10k the sequence folder name, multiple-choice QA its `id`.
+Outputs go through the same parser, rewards and metrics as training and the evaluate stage (stages/tasks.score_outputs),
+so outputs of upstream checkpoints run elsewhere are scored exactly like ours.
 
 Every annotated sample counts: a sample without a prediction is scored as an empty output (a failure) and
 listed. Predictions for ids the annotations do not have, and prediction lines that cannot be read, are listed
