@@ -27,7 +27,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stages import tasks as T  # noqa: E402
-from stages.params import TASK_NAMES  # noqa: E402
 
 CHARS_PER_TOKEN = 4
 MB = 1 << 20
@@ -38,6 +37,7 @@ SOLUTIONS = {
     "tracking": json.dumps({"boxes": BOXES}),
     "qa": json.dumps({"answer": "B"}),
 }
+TASK_NAMES = tuple(SOLUTIONS)  # the tasks this benchmark has realistic answers for
 WORDS = ("the person walks to the door and then opens it while the camera pans left so the object moves "
          "from frame to frame before it disappears near the table where a cup is visible and option").split()
 

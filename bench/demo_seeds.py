@@ -23,11 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from stages import tasks as task_registry  # noqa: E402
 from stages.io import read_jsonl, write_json  # noqa: E402
 from stages.params import load_params  # noqa: E402
 
-HEADLINE = [("tg", "mIoU"), ("gqa", "evidence_mIoU"), ("tracking", "AO"), ("tracking", "parse_rate"),
-            ("qa", "accuracy")]
+# Each task's headline metric, and tracking's parse rate (issue 12 watched it fall).
+COLUMNS = list(task_registry.headline().items()) + [("tracking", "parse_rate")]
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
@@ -41,9 +42,9 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 
 
 def evaluate(p, model: str, rows: list[dict]):
-    from stages.evaluate import generate_outputs, score_outputs
+    from stages.evaluate import generate_outputs
 
-    return score_outputs(rows, generate_outputs(model, rows, p.evaluate), p.build_samples.think)
+    return task_registry.score_outputs(rows, generate_outputs(model, rows, p.evaluate), p.build_samples.think)
 
 
 def by_task(records: list[dict], task: str) -> list[dict]:
@@ -79,6 +80,7 @@ def main() -> None:
         build_samples.build(p0.build_samples, p0.extract_frames.out_dir)
     rows = read_jsonl("data/samples/eval.jsonl")
     base_metrics, base_records = evaluate(p0, base, rows)
+    evaluated = {r["task"] for r in base_records}
 
     results = []
     for name, items in variants:
@@ -93,7 +95,7 @@ def main() -> None:
             _, records = evaluate(p, out, rows)
             row = {"variant": name, "overrides": items, "seed": seed, "train_wall_s": round(wall, 1),
                    "mlflow_run_id": summary.get("mlflow_run_id")}
-            for task, metric in HEADLINE:
+            for task, metric in [(t, m) for t, m in COLUMNS if t in evaluated]:
                 iv = bootstrap.paired_interval(task, by_task(records, task), by_task(base_records, task),
                                                level=p.evaluate.interval_level,
                                                resamples=p.evaluate.bootstrap_resamples,

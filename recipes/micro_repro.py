@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recipes.apply import overrides  # noqa: E402
+from stages import tasks as task_registry  # noqa: E402
 from stages.blind import blind_reference, reference_metrics  # noqa: E402
-from stages.eval_plots import HEADLINE  # noqa: E402
 from stages.io import read_json, read_jsonl, write_json, write_jsonl, write_text  # noqa: E402
 from stages.params import Params, load_params  # noqa: E402
 
@@ -118,11 +118,11 @@ def nested_subsets(rows: list[dict], sizes: list[int], seed: int) -> dict[int, l
 
 
 def evaluate_model(path: str, rows: list[dict], params: Params, out: Path) -> dict:
-    from stages.evaluate import generate_outputs, score_outputs
+    from stages.evaluate import generate_outputs
 
     t0 = time.process_time()
     texts = generate_outputs(path, rows, params.evaluate)
-    metrics, records = score_outputs(rows, texts, params.build_samples.think)
+    metrics, records = task_registry.score_outputs(rows, texts, params.build_samples.think)
     write_jsonl(out, records)
     return {"metrics": metrics, "eval_cpu_s": round(time.process_time() - t0, 1)}
 
@@ -192,9 +192,10 @@ def plot(results: dict, path: Path) -> None:
     from stages.eval_plots import _pyplot, _save
 
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(HEADLINE), figsize=(4 * len(HEADLINE), 3.2))
+    headline = task_registry.headline()
+    fig, axes = plt.subplots(1, len(headline), figsize=(4 * len(headline), 3.2))
     xs = [r["n"] for r in results["sizes"]]
-    for ax, (task, metric) in zip(axes, HEADLINE.items(), strict=True):
+    for ax, (task, metric) in zip(axes, headline.items(), strict=True):
         def series(key: str) -> list[float]:
             return [r.get(key, r["metrics"]).get(task, {}).get(metric, float("nan")) for r in results["sizes"]]
         arm = results.get("arm", "grpo").upper()
@@ -309,7 +310,8 @@ def run_sizes(cfg: dict, results: dict, done: dict, path: Path, pred_dir: str, s
                                       ("start.jsonl" if n == 0 else f"seed-{s}.jsonl")))
             runs.append(run)
             print(f"micro-repro: {pred_dir} n={n} seed={s} " + json.dumps(
-                {t: run["metrics"][t].get(m) for t, m in HEADLINE.items() if t in run["metrics"]}), flush=True)
+                {t: run["metrics"][t].get(m) for t, m in task_registry.headline().items() if t in run["metrics"]}),
+                flush=True)
         summary = seed_summary(runs)
         row = {"n": n, "runs": runs, "metrics": summary["mean"], "sd": summary["sd"], "min": summary["min"],
                "max": summary["max"], **extra}
@@ -324,7 +326,7 @@ def finish(results: dict, params: Params, out: Path, stem: str, run_name: str) -
     """Gain at the largest size, the table, the plot and the MLflow run of one arm."""
     first, last = results["sizes"][0]["metrics"], results["sizes"][-1]["metrics"]
     results["gain_at_largest"] = {f"{t}.{m}": round(last[t][m] - first[t][m], 4)
-                                  for t, m in HEADLINE.items() if t in first and t in last}
+                                  for t, m in task_registry.headline().items() if t in first and t in last}
     write_json(out / f"{stem}.json", results)
     write_text(out / f"{stem}.md", table(results))
     png = out / ("curve.png" if stem == "results" else f"{stem}-curve.png")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from stages import tasks as task_registry
 from stages.bootstrap import paired_mean_interval
-from stages.eval_plots import HEADLINE
 from stages.io import read_jsonl, write_json, write_text
 from stages.params import Params
 
@@ -83,8 +83,6 @@ def compare_rows(grpo: dict, sft: dict, out: Path, level: float = 0.95, resample
 
 
 def _value(task: str, rows: list[dict], metric: str) -> float:
-    from stages import tasks as task_registry
-
     return float(task_registry.aggregate(task, rows)[metric])
 
 
@@ -121,7 +119,8 @@ def plot(rows: list[dict], grpo: dict, path: Path) -> None:
     from stages.eval_plots import _pyplot, _save
 
     plt = _pyplot()
-    keys = [f"{t}.{m}" for t, m in HEADLINE.items() if rows and f"{t}.{m}" in rows[0]["metrics"]]
+    keys = [f"{t}.{m}" for t, m in task_registry.headline().items()
+            if rows and f"{t}.{m}" in rows[0]["metrics"]]
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), squeeze=False)
     xs = [0] + [e["n"] for e in rows]
     for ax, key in zip(axes[0], keys, strict=True):

@@ -6,7 +6,7 @@ the stage `sft` (gold targets in the prompt's layout, the video in the loss) onc
 evaluation follows. Its learning rate and epochs are chosen per size on a VALIDATION split (seed 0 of each size,
 every (lr, epoch) pair of the grid scored on it): training samples whose videos no GRPO subset uses, so neither
 the subsets nor the held-out evaluation (eval.jsonl: other videos) ever inform the choice. The score is the mean
-of the tasks' headline metrics (stages/eval_plots.HEADLINE) on that split.
+of the tasks' headline metrics (each task module's HEADLINE, stages/tasks) on that split.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import random
 import time
 from pathlib import Path
 
-from stages.eval_plots import HEADLINE
+from stages import tasks as task_registry
 from stages.io import write_json, write_jsonl
 from stages.params import Params
 
@@ -36,7 +36,7 @@ def validation_rows(train_rows: list[dict], largest: list[dict], per_task: int, 
 
 def selection_score(metrics: dict) -> float:
     """Mean of the headline metrics of the tasks present: what the choice of lr and epochs maximises."""
-    vals = [metrics[t][m] for t, m in HEADLINE.items() if t in metrics and m in metrics[t]]
+    vals = [metrics[t][m] for t, m in task_registry.headline().items() if t in metrics and m in metrics[t]]
     if not vals:
         raise ValueError(f"no headline metric in {sorted(metrics)}")
     return sum(vals) / len(vals)
@@ -54,7 +54,6 @@ def choose(params: Params, start: str, n: int, rows: list[dict], val_rows: list[
     import torch
 
     from stages import sft
-    from stages.evaluate import score_outputs
     from stages.rl.generate import generate, load_policy
 
     think, p = params.build_samples.think, params.sft
@@ -73,10 +72,11 @@ def choose(params: Params, start: str, n: int, rows: list[dict], val_rows: list[
             model.eval()
             with torch.no_grad():
                 texts = generate(model, processor, val_rows, params.evaluate.max_new_tokens, params.evaluate.batch_size)
-            metrics = score_outputs(val_rows, texts, think)[0]
+            metrics = task_registry.score_outputs(val_rows, texts, think)[0]
             trials.append({"lr": lr, "epochs": epoch, "loss": round(sum(losses) / len(losses), 4),
                            "score": round(selection_score(metrics), 6),
-                           "validation": {t: {m: metrics[t][m]} for t, m in HEADLINE.items() if t in metrics}})
+                           "validation": {t: {m: metrics[t][m]} for t, m in task_registry.headline().items()
+                                          if t in metrics}})
             print(f"micro-repro sft: choose n={n} lr {lr:g} epoch {epoch} loss {trials[-1]['loss']:.3f} "
                   f"validation score {trials[-1]['score']:.3f}", flush=True)
 

@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from recipes.apply import overrides  # noqa: E402
 from recipes.micro_repro import data_stages  # noqa: E402
+from stages import tasks as task_registry  # noqa: E402
 from stages.blind import blind_reference  # noqa: E402
-from stages.eval_plots import HEADLINE  # noqa: E402
 from stages.io import read_jsonl, write_json, write_text  # noqa: E402
 from stages.params import Params, load_params  # noqa: E402
 
@@ -76,6 +76,10 @@ def centre_region(box: list[float], scale: float) -> list[float]:
             round(cx + scale * w / 2, 2), round(cy + scale * h / 2, 2)]
 
 
+# The tasks the `frames` targets have an objective for (related_solution); a frames run leaves other tasks' rows out.
+FRAMES_TASKS = ("tg", "gqa", "tracking", "qa")
+
+
 def related_solution(row: dict, box_scale: float) -> dict:
     """The pretraining answer for the `frames` targets: related perception objectives, in each task's layout.
     tg and gqa evidence: the span the sampled frames show (docs/base-model.md), not the event's boundaries between
@@ -107,7 +111,7 @@ def pretrain(params: Params, cfg: dict, out: Path) -> dict:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from stages import sft
-    from stages.evaluate import generate_outputs, score_outputs, select
+    from stages.evaluate import generate_outputs, select
 
     torch.set_num_threads(int(cfg["threads"]))
     torch.manual_seed(params.sft.seed)
@@ -117,6 +121,9 @@ def pretrain(params: Params, cfg: dict, out: Path) -> dict:
     model = AutoModelForImageTextToText.from_pretrained(params.tiny_model.out_dir, dtype=torch.float32)
     train = sft.select_rows([r for r in read_jsonl(samples / "train.jsonl") if r["task"] in params.sft.tasks],
                             params.sft.max_samples_per_task, params.sft.seed)
+    if cfg["targets"] == "frames" and (skipped := sorted({r["task"] for r in train} - set(FRAMES_TASKS))):
+        print(f"pretrain: the frames targets have no objective for {skipped}: their rows are left out", flush=True)
+        train = [r for r in train if r["task"] in FRAMES_TASKS]
     held_out = select(read_jsonl(samples / "eval.jsonl"), cfg["eval_per_task"])
     record = {"examples": len(train), "held_out": len(held_out), "targets": cfg["targets"],
               "box_scale": cfg["box_scale"],
@@ -135,10 +142,12 @@ def pretrain(params: Params, cfg: dict, out: Path) -> dict:
             ckpt = Path(f"checkpoints/epoch-{epoch}")
             model.save_pretrained(ckpt, safe_serialization=True)
             processor.save_pretrained(ckpt)
-            metrics = score_outputs(held_out, generate_outputs(str(ckpt), held_out, params.evaluate), think)[0]
+            outputs = generate_outputs(str(ckpt), held_out, params.evaluate)
+            metrics = task_registry.score_outputs(held_out, outputs, think)[0]
             line["held_out"] = metrics
             record["curve"].append(line)
-            print("pretrain: " + json.dumps({**line, "held_out": {t: {k: metrics[t][k] for k in (HEADLINE[t],
+            headline = task_registry.headline()
+            print("pretrain: " + json.dumps({**line, "held_out": {t: {k: metrics[t][k] for k in (headline[t],
                                            "parse_rate")} for t in metrics}}), flush=True)
         else:
             print("pretrain: " + json.dumps(line), flush=True)
@@ -180,8 +189,9 @@ def main(argv: list[str] | None = None) -> dict:
                                                               "tiny_model", "sft")})
     write_json(out / "pretrain.json", record)
     final = record["curve"][-1]["held_out"] if record["curve"] else {}
-    print("pretrain: final held-out " + json.dumps({t: final[t].get(m) for t, m in HEADLINE.items() if t in final})
-          + f"; blind {json.dumps({t: record['blind_best'][t].get(m) for t, m in HEADLINE.items()})}"
+    headline, blind = task_registry.headline(), record["blind_best"]
+    print("pretrain: final held-out " + json.dumps({t: final[t].get(m) for t, m in headline.items() if t in final})
+          + f"; blind {json.dumps({t: blind[t].get(m) for t, m in headline.items() if t in blind})}"
           + f"; {record['cpu_s']:.0f} CPU s -> {out}")
     return record
 

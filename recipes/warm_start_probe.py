@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recipes.micro_repro import blind_reference, data_stages, recipe_params  # noqa: E402
+from stages import tasks as task_registry  # noqa: E402
 from stages.io import read_jsonl  # noqa: E402
 
 COLOUR_PROMPT = "What colour is the object in the video? Answer inside <answer> </answer> tags."
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from stages import sft
-    from stages.evaluate import generate_outputs, score_outputs, select
+    from stages.evaluate import generate_outputs, select
 
     torch.manual_seed(params.sft.seed)
     path = params.tiny_model.out_dir
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
                 right = sum(f"<answer>{r['colour']}</answer>" in t for r, t in zip(held_out, texts))
                 line += f" | held-out colour accuracy {right / len(held_out):.3f}"
             else:
-                metrics = score_outputs(held_out, texts, params.build_samples.think)[0]
+                metrics = task_registry.score_outputs(held_out, texts, params.build_samples.think)[0]
                 line += " | held-out " + json.dumps(metrics)
             line += f" | {len(set(texts))} distinct answers"
         print(line, flush=True)

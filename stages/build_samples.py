@@ -1,9 +1,10 @@
 """Stage build_samples: annotations + frame cache -> data/samples/{train,eval}.jsonl, one row per task sample.
 
 Split by video (no video in both splits), seeded; per-task train caps and mixing weights; every annotation
-that cannot be used is written to quarantine.jsonl with its reason (stages.datasets.annotations validates each
-item; here: duplicate ids, videos missing from the frame cache, tracking frames != boxes, prompts longer than
-max_prompt_chars). Counts reconcile and are checked before anything is written (stats.json):
+that cannot be used is written to quarantine.jsonl with its reason (each task module's load_annotations validates
+each item; here: duplicate ids, videos missing from the frame cache, what a task's bind_frames hook refuses, e.g.
+tracking frames != boxes, prompts longer than max_prompt_chars). Counts reconcile and are checked before anything
+is written (stats.json):
 seen = quarantined + train_unique + eval + dropped_by_cap + dropped_by_weight
 where seen counts every annotation item read (a file that cannot be read at all counts as one quarantined item)
 and train counts rows after the weights (a weight above 1 repeats rows).
@@ -18,7 +19,6 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from stages import tasks as task_registry
-from stages.datasets.annotations import load_task
 from stages.io import quarantine_record, write_json, write_jsonl
 from stages.params import BuildSamplesParams, load_params
 
@@ -76,6 +76,18 @@ def duration_mismatch(sample: dict, meta: dict, p: BuildSamplesParams) -> str | 
             f"{p.duration_tolerance:g} x measured, at least duration_tolerance_s={p.duration_tolerance_s:g})")
 
 
+def frames_refusal(task: str, sample: dict, meta: dict) -> str | None:
+    """Why the task's bind_frames hook refuses the sample with its video's frames, or None (it may add fields)."""
+    bind = getattr(task_registry.get_task(task), "bind_frames", None)
+    if bind is None:
+        return None
+    try:
+        sample.update(bind(sample, meta))
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 def load_all(p: BuildSamplesParams, frames: dict[str, dict]) -> tuple[list[dict], list[dict], int]:
     """(usable samples with their frame meta, quarantine records, items seen) over every task's annotations."""
     quarantine, loaded, seen_ids, seen = [], [], set(), 0
@@ -89,7 +101,7 @@ def load_all(p: BuildSamplesParams, frames: dict[str, dict]) -> tuple[list[dict]
         if task not in task_registry.TASKS:
             raise ValueError(f"build_samples.annotations: unknown task {task!r}")
         try:
-            samples, rejected = load_task(task, path, p.interval_policy)
+            samples, rejected = task_registry.load_annotations(task, path, p.interval_policy)
         except (OSError, ValueError) as e:
             seen += 1
             reject(path, path, f"annotation file unusable: {e}")
@@ -108,8 +120,8 @@ def load_all(p: BuildSamplesParams, frames: dict[str, dict]) -> tuple[list[dict]
                                       f"quarantined by ingest or extract_frames)")
             elif why := duration_mismatch(s, meta, p):
                 reject(s["id"], path, why)
-            elif task == "tracking" and meta["num_frames"] != len(s["solution"]["boxes"]):
-                reject(s["id"], path, f"{meta['num_frames']} frames but {len(s['solution']['boxes'])} boxes")
+            elif why := frames_refusal(task, s, meta):
+                reject(s["id"], path, why)
             elif len(prompt := task_registry.render_prompt(task, s["problem"], think=p.think,
                                                            prompt_dir=p.prompt_dir)) > p.max_prompt_chars:
                 reject(s["id"], path, f"prompt of {len(prompt)} characters exceeds build_samples.max_prompt_chars="

@@ -85,9 +85,9 @@ def exps_keep() -> str:
     its paired interval of candidate - base (eval.json), whether general ability was kept, the main params."""
     import re
 
-    from stages.eval_plots import HEADLINE
+    from stages import tasks as task_registry
 
-    metrics = "|".join(re.escape(f"{t}.{m}") for t, m in HEADLINE.items())
+    metrics = "|".join(re.escape(f"{t}.{m}") for t, m in task_registry.headline().items())
     params = "|".join(re.escape(p) for p in EXPS_PARAMS)
     return (rf"^(Experiment|Created|candidate\.metrics\.({metrics})|intervals\.({metrics})\.(lo|hi)|general\.kept"
             rf"|{params})$")

@@ -10,12 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from stages import tasks as task_registry
 from stages.io import atomic_path, write_json
 
-# The per-sample overlap each spatio-temporal task is judged by (see stages/tasks/*.sample_metrics).
-IOU_FIELD = {"tg": "iou", "gqa": "evidence_iou", "tracking": "miou"}
-# The headline metric of each task in the comparison chart.
-HEADLINE = {"tg": "mIoU", "gqa": "evidence_mIoU", "tracking": "AO", "qa": "accuracy"}
 BINS = [i / 10 for i in range(11)]
 # DVC plot data files (dvc.yaml top-level plots), next to the PNGs.
 REWARD_CURVES = "reward_curves.json"
@@ -41,8 +38,9 @@ def _save(fig, path: str | os.PathLike) -> None:
 
 def iou_values(records: list[dict]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
+    fields = task_registry.plot_iou_fields()  # the per-sample overlap each spatio-temporal task is judged by
     for r in records:
-        field = IOU_FIELD.get(r["task"])
+        field = fields.get(r["task"])
         if field is not None:
             out.setdefault(r["task"], []).append(float(r["metrics"][field]))
     return out
@@ -51,11 +49,12 @@ def iou_values(records: list[dict]) -> dict[str, list[float]]:
 def iou_histograms(candidate: list[dict], baseline: list[dict], path: str | os.PathLike) -> None:
     plt = _pyplot()
     cand, base = iou_values(candidate), iou_values(baseline)
-    tasks = [t for t in IOU_FIELD if t in cand or t in base] or ["tg"]
+    fields = task_registry.plot_iou_fields()
+    tasks = [t for t in fields if t in cand or t in base] or list(fields)[:1]  # an empty chart when none
     fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         ax.hist([base.get(task, []), cand.get(task, [])], bins=BINS, label=["base", "candidate"])
-        ax.set_title(f"{task}: {IOU_FIELD.get(task, 'iou')} per sample")
+        ax.set_title(f"{task}: {fields.get(task, 'iou')} per sample")
         ax.set_xlabel("IoU")
         ax.set_ylabel("samples")
         ax.legend()
@@ -67,18 +66,19 @@ def comparison_bars(candidate: dict, baseline: dict, path: str | os.PathLike, in
     interval as error bars (an interval that crosses 0 is a difference noise alone could make)."""
     plt = _pyplot()
     intervals = intervals or {}
-    tasks = [t for t in HEADLINE if t in candidate]
-    labels = [f"{t}\n{HEADLINE[t]}" for t in tasks]
+    headline = task_registry.headline()
+    tasks = [t for t in headline if t in candidate]
+    labels = [f"{t}\n{headline[t]}" for t in tasks]
     xs = list(range(len(tasks)))
     width = 1.8 * max(len(tasks), 2)
     fig, (ax, dax) = plt.subplots(1, 2, figsize=(2 * width, 3))
-    ax.bar([x - 0.2 for x in xs], [baseline.get(t, {}).get(HEADLINE[t], 0.0) for t in tasks], 0.4, label="base")
-    ax.bar([x + 0.2 for x in xs], [candidate[t].get(HEADLINE[t], 0.0) for t in tasks], 0.4, label="candidate")
+    ax.bar([x - 0.2 for x in xs], [baseline.get(t, {}).get(headline[t], 0.0) for t in tasks], 0.4, label="base")
+    ax.bar([x + 0.2 for x in xs], [candidate[t].get(headline[t], 0.0) for t in tasks], 0.4, label="candidate")
     ax.set_xticks(xs, labels)
     ax.set_ylim(0, 1)
     ax.set_title("candidate vs base")
     ax.legend()
-    ivs = [intervals.get(t, {}).get(HEADLINE[t]) for t in tasks]
+    ivs = [intervals.get(t, {}).get(headline[t]) for t in tasks]
     shown = [(x, iv) for x, iv in zip(xs, ivs) if iv]
     if shown:
         d = [iv["delta"] for _, iv in shown]
@@ -145,9 +145,9 @@ def comparison_rows(candidate: dict, baseline: dict, intervals: dict | None = No
     plus the paired bootstrap interval of candidate - base (a base outside [lo, hi] is a change beyond noise);
     null for the base (the interval is of the difference) and where the evaluation has no interval."""
     intervals = intervals or {}
-    rows = []
-    for task in [t for t in HEADLINE if t in candidate]:
-        metric = HEADLINE[task]
+    rows, headline = [], task_registry.headline()
+    for task in [t for t in headline if t in candidate]:
+        metric = headline[task]
         base = baseline.get(task, {}).get(metric)
         iv = intervals.get(task, {}).get(metric)
         ends = (base + iv["lo"], base + iv["hi"]) if iv and base is not None else (None, None)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from stages import bootstrap, eval_cache, eval_plots
 from stages import tasks as task_registry
-from stages.eval_plots import HEADLINE
 from stages.io import read_json, read_jsonl, write_json, write_jsonl
 from stages.params import EvaluateParams, MlflowParams, load_params
 from stages.tracking import TrackingUnavailable
@@ -33,24 +32,6 @@ def select(rows: list[dict], cap: int | None) -> list[dict]:
     for r in rows:
         by_task[r["task"]].append(r)
     return [r for t in sorted(by_task) for r in (by_task[t][:cap] if cap else by_task[t])]
-
-
-def score_outputs(rows: list[dict], outputs: list[str], think: bool = True,
-                  protocol: str = "ours") -> tuple[dict, list[dict]]:
-    """Per-task aggregated metrics and per-sample records (parsed answer, reward parts, metric inputs); answers are
-    parsed and metric inputs computed under the scoring `protocol` (reward parts are always the training's)."""
-    per_task, records = defaultdict(list), []
-    for r, text in zip(rows, outputs, strict=True):
-        task = r["task"]
-        sample = task_registry.sample_metrics(task, text, r["solution"], protocol)
-        per_task[task].append(sample)
-        records.append({
-            "id": r["id"], "task": task, "output": text,
-            "parsed": task_registry.parse(task, text, protocol),
-            "rewards": task_registry.score(task, text, r["solution"], think=think),
-            "metrics": sample,
-        })
-    return {t: task_registry.aggregate(t, v) for t, v in sorted(per_task.items())}, records
 
 
 def delta(candidate: dict, baseline: dict) -> dict:
@@ -126,8 +107,9 @@ def report(result: dict) -> list[str]:
     ivs, blind = result.get("intervals") or {}, (result.get("blind") or {}).get("metrics") or {}
     level = (result.get("interval") or {}).get("level")
     lines, learned = [], []
-    for task in [t for t in HEADLINE if t in cand] + [t for t in cand if t not in HEADLINE]:
-        metric = HEADLINE.get(task) or next(k for k in cand[task] if k != "count")
+    headline = task_registry.headline()
+    for task in [t for t in headline if t in cand] + [t for t in cand if t not in headline]:
+        metric = headline.get(task) or next(k for k in cand[task] if k != "count")
         iv = ivs.get(task, {}).get(metric)
         c, b, bl = cand[task].get(metric), base.get(task, {}).get(metric), blind.get(task, {}).get(metric)
         lines.append(f"{task} {metric}: base {_num(b)} | candidate {_num(c)} | difference "
@@ -205,10 +187,11 @@ def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlf
     hasher = eval_cache.FileHasher(cache_dir(p) / "file-hashes.json" if cache_dir(p) else None)
     inputs_fp = eval_cache.inputs_fingerprint(rows, hasher)
     candidate_fp = eval_cache.model_fingerprint(candidate, hasher)
-    cand_metrics, cand_records = score_outputs(rows, generate_outputs(candidate, rows, p), think, p.protocol)
+    cand_out = generate_outputs(candidate, rows, p)
+    cand_metrics, cand_records = task_registry.score_outputs(rows, cand_out, think, p.protocol)
     base_out, cache_info = baseline_outputs(baseline, rows, p, hasher, inputs_fp)
     hasher.save()
-    base_metrics, base_records = score_outputs(rows, base_out, think, p.protocol)
+    base_metrics, base_records = task_registry.score_outputs(rows, base_out, think, p.protocol)
     samples = sample_table(cand_records, base_records, inputs_fp, p.protocol)
     ivs = intervals(samples, p)
     result = {

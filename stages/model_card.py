@@ -2,7 +2,8 @@
 with which parameters, how it scored against its base model, and the lineage to reproduce it."""
 from __future__ import annotations
 
-HEADLINE = ("mIoU", "R@0.5", "accuracy", "evidence_mIoU", "Acc@GQA", "AO", "SR@0.5", "parse_rate")
+from stages import tasks as task_registry
+
 # MLflow's SQL stores keep a model version's description in a VARCHAR(5000)
 # (mlflow/store/model_registry/dbmodels/models.py); PostgreSQL refuses a longer one.
 DESCRIPTION_MAX = 5000
@@ -28,8 +29,10 @@ def metrics_table(eval_result: dict) -> list[str]:
     cand, base = eval_result["candidate"]["metrics"], eval_result["baseline"]["metrics"]
     ivs = eval_result.get("intervals") or {}
     lines = ["| task | metric | candidate | base model | difference | difference [lo, hi] |", "|---" * 6 + "|"]
+    headline = task_registry.headline()
     for task, metrics in cand.items():
-        for k in [k for k in HEADLINE if k in metrics] + [k for k in metrics if k not in HEADLINE and k != "count"]:
+        lead = [headline[task]] if headline.get(task) in metrics else []  # the task's headline metric first
+        for k in lead + [k for k in metrics if k not in lead and k != "count"]:
             b = base.get(task, {}).get(k)
             diff = _fmt(metrics[k] - b) if isinstance(b, (int, float)) else "n/a"
             lines.append(f"| {task} | {k} | {_fmt(metrics[k])} | {_fmt(b) if b is not None else 'n/a'} | {diff} | "

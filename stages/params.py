@@ -13,7 +13,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-TASK_NAMES = ("tg", "gqa", "tracking", "qa")
+from stages.tasks import TASKS
+
+TASK_NAMES = tuple(TASKS)  # the registry's task list (stages/tasks/__init__.py), never a second one
 
 
 class Section(BaseModel):
@@ -45,6 +47,10 @@ class SynthesizeParams(Section):
         1.0, ge=0.0, description="Difficulty knob: how far the tracked object travels, as a fraction of a path "
         "between two random points of the frame (its wobble scales alike). 1.0 = the whole path; 0 = it stays.")
     num_boxes: int = Field(8, description="Boxes per tracking annotation (VideoChat-R1 uses 8).")
+    tasks: dict[str, dict] = Field(
+        default_factory=dict, description="Options of the tasks whose module generates its own synthetic data "
+        "(a `synthesize` hook, called after the shared videos): task name -> that hook's options. The four built-in "
+        "tasks have none (their data is the shared videos, GOT-10k folders and annotations above).")
 
 
 class IngestParams(Section):
@@ -422,7 +428,7 @@ class Params(BaseModel):
 def cross_section_problems(p: "Params") -> list[str]:
     """Every rule between sections that `p` breaks, one line each (empty: they all hold)."""
     from stages import tasks as task_registry
-    from stages.tasks.tracking import NUM_BOXES
+    from stages.tasks import tracking
     from stages.video.budget import check_params
 
     out = []
@@ -430,6 +436,9 @@ def cross_section_problems(p: "Params") -> list[str]:
     unknown = sorted(set(p.build_samples.annotations) - set(TASK_NAMES))
     if unknown:
         out.append(f"build_samples.annotations names unknown tasks {unknown} (tasks: {', '.join(TASK_NAMES)})")
+    unknown = sorted(set(p.synthesize.tasks) - set(TASK_NAMES))
+    if unknown:
+        out.append(f"synthesize.tasks names unknown tasks {unknown} (tasks: {', '.join(TASK_NAMES)})")
     for name, tasks, on in (("train.tasks", p.train.tasks, True), ("sft.tasks", p.sft.tasks, p.sft.enabled)):
         missing = [t for t in tasks if t not in annotated]
         if on and missing:
@@ -441,9 +450,10 @@ def cross_section_problems(p: "Params") -> list[str]:
     elif t.per_device_train_batch_size % t.num_generations:
         out.append(f"train.per_device_train_batch_size={t.per_device_train_batch_size} is not a multiple of "
                    f"train.num_generations={t.num_generations} (whole groups per device)")
-    if "tracking" in annotated and {p.synthesize.num_boxes, p.extract_frames.tracking_frames} != {NUM_BOXES}:
+    boxes = tracking.NUM_BOXES
+    if tracking.NAME in annotated and {p.synthesize.num_boxes, p.extract_frames.tracking_frames} != {boxes}:
         out.append(f"synthesize.num_boxes={p.synthesize.num_boxes} and extract_frames.tracking_frames="
-                   f"{p.extract_frames.tracking_frames} must both be the tracking task's {NUM_BOXES} boxes (one box "
+                   f"{p.extract_frames.tracking_frames} must both be the tracking task's {boxes} boxes (one box "
                    f"per sampled frame; otherwise every tracking sample is quarantined)")
     try:
         check_params(p.extract_frames)

@@ -23,7 +23,6 @@ from pathlib import Path
 
 from stages import model_card, serving
 from stages import tasks as task_registry
-from stages.eval_plots import HEADLINE
 from stages.evaluate import EVAL_SAMPLES
 from stages.io import read_json, sha256_file, sha256_json, write_json
 from stages.lineage import git_commit
@@ -42,8 +41,9 @@ def intervals_tag(eval_result: dict) -> str | None:
     ivs = eval_result.get("intervals")
     if not ivs:
         return None
-    cells = {f"{t}.{HEADLINE[t]}": [round(m[HEADLINE[t]][x], 4) for x in ("delta", "lo", "hi")]
-             for t, m in ivs.items() if HEADLINE.get(t) in m}
+    headline = task_registry.headline()
+    cells = {f"{t}.{headline[t]}": [round(m[headline[t]][x], 4) for x in ("delta", "lo", "hi")]
+             for t, m in ivs.items() if headline.get(t) in m}
     return json.dumps({**(eval_result.get("interval") or {}), **cells}, sort_keys=True, separators=(",", ":"))
 
 
@@ -63,8 +63,9 @@ def lineage_tags(summary: dict, eval_result: dict, *, commit: str, data_hashes: 
     if (intervals := intervals_tag(eval_result)) is not None:
         tags["intervals"] = intervals
     tags.update({f"dvc.{path}": h for path, h in data_hashes.items()})
+    headline = task_registry.headline()
     for task, metrics in eval_result["candidate"]["metrics"].items():
-        if (k := HEADLINE.get(task)) in metrics:
+        if (k := headline.get(task)) in metrics:
             v = metrics[k]
             tags[metric_name(f"metric.{task}.{k}")] = f"{v:.6g}" if isinstance(v, float) else str(v)
     return tags
@@ -234,10 +235,10 @@ def link_evaluation(client, eval_run, model_id: str, eval_result: dict) -> None:
     client.log_inputs(eval_run.info.run_id, models=[LoggedModelInput(model_id)])
     ds = next((d.dataset for d in eval_run.inputs.dataset_inputs or []), None)
     on = {"dataset_name": ds.name, "dataset_digest": ds.digest} if ds else {}
-    now = int(time.time() * 1000)
-    metrics = [Metric(metric_name(f"eval/candidate/{t}/{HEADLINE[t]}"), float(m[HEADLINE[t]]), now, 0,
+    now, headline = int(time.time() * 1000), task_registry.headline()
+    metrics = [Metric(metric_name(f"eval/candidate/{t}/{headline[t]}"), float(m[headline[t]]), now, 0,
                       model_id=model_id, run_id=eval_run.info.run_id, **on)
-               for t, m in eval_result["candidate"]["metrics"].items() if HEADLINE.get(t) in m]
+               for t, m in eval_result["candidate"]["metrics"].items() if headline.get(t) in m]
     if metrics:
         client.log_batch(eval_run.info.run_id, metrics=metrics)
 

@@ -1,10 +1,10 @@
 """Score any model's outputs against annotations in the real upstream formats (`videorft score`).
 
 Predictions are JSONL, one `{"id": ..., "output": "<model text>"}` per line, with the sample ids of the
-annotation adapters (stages/datasets/annotations.py): Charades-STA `<video_id>#<sentence_index>`, NExT-GQA its
-`id`, GOT-10k the sequence folder name, multiple-choice QA its `id`. Outputs go through the same parser, rewards
-and metrics as training and the evaluate stage (stages/tasks), so outputs of upstream checkpoints run elsewhere
-are scored exactly like ours.
+annotation adapters (each task module's load_annotations, stages/tasks): Charades-STA
+`<video_id>#<sentence_index>`, NExT-GQA its `id`, GOT-10k the sequence folder name, multiple-choice QA its `id`.
+Outputs go through the same parser, rewards and metrics as training and the evaluate stage (stages/tasks.score_outputs),
+so outputs of upstream checkpoints run elsewhere are scored exactly like ours.
 
 Every annotated sample counts: a sample without a prediction is scored as an empty output (a failure) and
 listed. Predictions for ids the annotations do not have, and prediction lines that cannot be read, are listed
@@ -79,38 +79,27 @@ def score_predictions(task: str, samples: list[dict], outputs: dict[str, str], t
     sample's own annotation cannot be scored).
     """
     task_registry.get_task(task)
-    if protocol not in task_registry.PROTOCOLS:
-        raise ValueError(f"unknown scoring protocol {protocol!r}; known: {list(task_registry.PROTOCOLS)}")
-    records, missing, unscorable = [], [], []
-    for s in samples:
-        sid = str(s["id"])
-        text = outputs.get(sid)
-        if text is None:
-            missing.append(sid)
-        try:
-            record = {
-                "id": sid,
-                "task": task,
-                "missing": text is None,
-                "parsed": task_registry.parse(task, text or "", protocol),
-                "rewards": task_registry.score(task, text or "", s["solution"], think=think),
-                "metrics": task_registry.sample_metrics(task, text or "", s["solution"], protocol),
-                "solution": s["solution"],
-            }
-        except (KeyError, TypeError, ValueError) as e:  # an annotation the task cannot score (e.g. answer "H")
-            unscorable.append({"id": sid, "reason": f"{type(e).__name__}: {e}"})
-            records.append({"id": sid, "task": task, "error": f"{type(e).__name__}: {e}"})
+    texts = [outputs.get(str(s["id"])) for s in samples]
+    missing = [str(s["id"]) for s, text in zip(samples, texts) if text is None]
+    metrics, scored = task_registry.score_outputs([{**s, "id": str(s["id"]), "task": task} for s in samples],
+                                                  [text or "" for text in texts], think, protocol,
+                                                  keep_unscorable=True)
+    records, unscorable = [], []
+    for s, text, r in zip(samples, texts, scored):
+        if "error" in r:  # an annotation the task cannot score (e.g. answer "H")
+            unscorable.append({"id": r["id"], "reason": r["error"]})
+            records.append(r)
             continue
-        records.append(record)
+        records.append({"id": r["id"], "task": task, "missing": text is None, "parsed": r["parsed"],
+                        "rewards": r["rewards"], "metrics": r["metrics"], "solution": s["solution"]})
     known = {str(s["id"]) for s in samples} | {str(i) for i in rejected_ids}
     unknown = sorted(set(outputs) - known)
-    scored = [r for r in records if "metrics" in r]
     report = {
         "task": task,
         "think": think,
         "protocol": protocol,
-        "metrics": task_registry.aggregate(task, [r["metrics"] for r in scored]),
-        "mean_rewards": _mean_rewards(scored),
+        "metrics": metrics.get(task) or task_registry.aggregate(task, []),
+        "mean_rewards": _mean_rewards([r for r in records if "metrics" in r]),
         "missing": {"count": len(missing), "ids": missing},
         "unknown": {"count": len(unknown), "ids": unknown},
         "unscorable": unscorable,
@@ -125,10 +114,7 @@ def score_files(task: str, annotations: str, predictions: str, think: bool = Tru
     Raises ValueError (naming the file) when the annotation file cannot be read or yields no sample of the task,
     OSError when a file is missing.
     """
-    from stages.datasets.annotations import load_task
-
-    task_registry.get_task(task)
-    samples, rejected = load_task(task, annotations, interval_policy)
+    samples, rejected = task_registry.load_annotations(task, annotations, interval_policy)
     if not samples:  # e.g. the file of another task: scoring nothing is never what was meant
         why = "; ".join(sorted({r["reason"] for r in rejected})[:3]) or "the file holds no annotation"
         raise ValueError(f"{annotations}: no {task} sample could be read ({why})")

@@ -38,20 +38,27 @@ import numpy as np
 CONFIG = "serving.json"
 ENTRY = Path(__file__).with_name("serving_model.py")
 OUTPUTS = ("task", "answer", "parsed", "num_frames", "fps", "error")
-PROBLEM_FIELDS = {"tg": ("sentence", "duration"), "gqa": ("question", "options", "duration"),
-                  "qa": ("question", "options"), "tracking": ("object", "init_box", "num_boxes")}
+# Problem fields whose cells are numbers (double: absent cells of a mixed batch are NaN) or JSON lists; every
+# other problem field is text.
+NUMBER_FIELDS = ("duration", "num_boxes")
+JSON_LIST_FIELDS = ("options", "init_box")
+
+
+def problem_fields() -> dict[str, tuple[str, ...]]:
+    """{task: the problem fields a request for it carries}: each task module's PROBLEM_FIELDS."""
+    from stages import tasks
+
+    return {name: module.PROBLEM_FIELDS for name, module in tasks.TASKS.items()}
 
 
 def signature():
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, Schema
     s, d, i = DataType.string, DataType.double, DataType.long
+    fields = dict.fromkeys(f for names in problem_fields().values() for f in names)  # every task's, once each
     inputs = Schema([
         ColSpec(s, "task"), ColSpec(s, "video", required=False), ColSpec(s, "video_b64", required=False),
-        ColSpec(s, "sentence", required=False), ColSpec(s, "question", required=False),
-        ColSpec(s, "options", required=False), ColSpec(d, "duration", required=False),
-        ColSpec(s, "object", required=False), ColSpec(s, "init_box", required=False),
-        ColSpec(d, "num_boxes", required=False),  # double: absent cells of a mixed batch are NaN
+        *[ColSpec(d if f in NUMBER_FIELDS else s, f, required=False) for f in fields],
     ])
     outputs = Schema([ColSpec(s, "task"), ColSpec(s, "answer"), ColSpec(s, "parsed", required=False),
                       ColSpec(i, "num_frames", required=False), ColSpec(d, "fps", required=False),
@@ -152,13 +159,13 @@ class VideoTaskModel(mlflow.pyfunc.PythonModel):
         from stages.video.extract import plan_for
 
         task = _cell(row.get("task"))
-        if task not in PROBLEM_FIELDS:
-            raise ValueError(f"row {i}: task must be one of {sorted(PROBLEM_FIELDS)}, got {task!r}")
+        if task not in tasks.TASKS:
+            raise ValueError(f"row {i}: task must be one of {sorted(tasks.TASKS)}, got {task!r}")
+        module = tasks.TASKS[task]
         path = self._video_path(i, row, tmp)
         info = probe_frames(path, self.cfg["frame_folder_fps"]) if path.is_dir() else probe_video(path)
-        # tracking samples exactly tracking_frames frames, as its training sequences were
-        kind = "frames" if task == "tracking" else "video"
-        plan = plan_for({"kind": kind, "duration": info.duration, "frames": info.frames, "fps": info.fps,
+        # a "frames" task (tracking) samples exactly tracking_frames frames, as its training sequences were
+        plan = plan_for({"kind": module.INPUT, "duration": info.duration, "frames": info.frames, "fps": info.fps,
                          "height": info.height, "width": info.width}, self.frames_p)
         frames = read_frames(path, plan.indices, backend=self.frames_p.backend, size=(plan.height, plan.width),
                              threads=self.frames_p.decode_threads)
@@ -166,17 +173,17 @@ class VideoTaskModel(mlflow.pyfunc.PythonModel):
         stem = tmp / f"row{i}"
         np.save(stem.with_suffix(".npy"), np.ascontiguousarray(frames, dtype=np.uint8))
         stem.with_suffix(".json").write_text(json.dumps({"timestamps": plan.timestamps}))  # as extract_frames
-        problem = {k: _json_list(i, k, v) if k in ("options", "init_box") else v
-                   for k in PROBLEM_FIELDS[task] if (v := _cell(row.get(k))) is not None}
-        if task in ("tg", "gqa"):
+        problem = {k: _json_list(i, k, v) if k in JSON_LIST_FIELDS else v
+                   for k in module.PROBLEM_FIELDS if (v := _cell(row.get(k))) is not None}
+        if "duration" in module.PROBLEM_FIELDS:
             problem.setdefault("duration", info.duration)
-        if task == "tracking":
+        if "num_boxes" in module.PROBLEM_FIELDS:
             problem.setdefault("num_boxes", plan.num_frames)
         try:
             prompt = tasks.render_prompt(task, problem, think=bool(self.cfg["think"]),
                                          prompt_dir=str(self.root / "prompts"))
         except (KeyError, ValueError) as e:
-            raise ValueError(f"row {i}: {task} needs {', '.join(PROBLEM_FIELDS[task])} ({e})") from None
+            raise ValueError(f"row {i}: {task} needs {', '.join(module.PROBLEM_FIELDS)} ({e})") from None
         return {"gen": {"id": f"row{i}", "prompt": prompt, "frames": str(stem.with_suffix(".npy")), "fps": fps},
                 "result": {"task": task, "answer": "", "parsed": None, "num_frames": plan.num_frames, "fps": fps,
                            "error": None}}

@@ -18,56 +18,12 @@ from typing import Callable
 
 from stages.io import read_jsonl, write_json
 from stages.params import ModelParams, SftParams, load_params
-
-THINK = "<think>I look at the frames.</think> "
-
-
-def _num(x: float) -> str:
-    return f"{x:.2f}"
+from stages.tasks import prior_solution, target_text
 
 
 def start_model(params) -> str:
     """The model GRPO starts from, which evaluate compares the candidate against: the warm start when on."""
     return params.sft.out_dir if params.sft.enabled else params.model.name_or_path
-
-
-def target_text(task: str, solution: dict, think: bool = True) -> str:
-    """The gold answer in the layout the task's prompt asks for (and its parser reads back)."""
-    head = THINK if think else ""
-    if task == "tg":
-        s, e = solution["timestamps"]
-        return f"{head}<answer>{_num(s)} to {_num(e)}</answer>"
-    if task == "gqa":
-        glue = ", ".join(f"({_num(s)}, {_num(e)})" for s, e in solution["glue"])
-        return f"{head}<answer>{solution['answer']}</answer> <glue>[{glue}]</glue>"
-    if task == "tracking":
-        boxes = ", ".join("[" + ", ".join(f"{v:.2f}" for v in b) + "]" for b in solution["boxes"])
-        return f"{head}<answer>[{boxes}]</answer>"
-    if task == "qa":
-        return f"{head}<answer>{solution['answer']}</answer>"
-    raise ValueError(f"unknown task {task!r}")
-
-
-def prior_solution(task: str, row: dict, rng: random.Random) -> dict:
-    """A well-formed answer drawn from the task's prior, ignoring the video: the `format` warm start imitates
-    these, so it learns the layout but not the perception (GRPO has to learn that)."""
-    problem = row["problem"]
-    if task in ("tg", "gqa"):
-        duration = float(problem.get("duration") or 10.0)
-        # on a 0.25 s grid: the synthetic benchmark's time grid, and each such time is one token of the tiny model
-        last = max(math.floor(duration * 4) / 4, 0.5)
-        a, b = sorted(round(rng.uniform(0, last) * 4) / 4 for _ in range(2))
-        a = min(a, last - 0.5)
-        interval = [a, min(max(b, a + 0.5), last)]
-        if task == "tg":
-            return {"timestamps": interval}
-        letters = [o.strip()[1] for o in problem["options"]]
-        return {"answer": rng.choice(letters), "glue": [interval]}
-    if task == "tracking":
-        return {"boxes": [list(problem["init_box"])] * len(row["solution"]["boxes"])}  # a static tracker
-    if task == "qa":
-        return {"answer": rng.choice([o.strip()[1] for o in problem["options"]])}
-    raise ValueError(f"unknown task {task!r}")
 
 
 def select_rows(rows: list[dict], per_task: int | None, seed: int) -> list[dict]:

@@ -1,7 +1,10 @@
-"""Tasks: prompt templates, the one answer parser, rewards and evaluation metrics, per task.
+"""Tasks: the one task list of the project (TASKS) and, per task, everything about it in one module.
 
-Training (reward functions) and evaluation (metrics) both go through this package; nothing else parses model
-output. Task ids: tg (temporal grounding), gqa (grounded QA), tracking, qa (multiple-choice QA).
+Each module stages/tasks/<name>.py owns its prompt fields, the one answer parser, rewards, evaluation metrics,
+annotation adapters, SFT targets, blind answers and serving fields (the contract is CONTRACT below and
+docs/tasks.md, "Add a task"). Training (reward functions) and evaluation (metrics) both go through this package;
+nothing else parses model output or names a task. Task ids: tg (temporal grounding), gqa (grounded QA), tracking,
+qa (multiple-choice QA).
 
 Prompt templates are data: prompts/<task>.txt (asks for <think> then <answer>) and prompts/<task>_nothink.txt,
 Python str.format templates with named fields (literal braces written {{ }}):
@@ -13,14 +16,18 @@ e.g. upstream's exact wording to evaluate its released checkpoints.
 from __future__ import annotations
 
 import json
+import random
+from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from . import grounded_qa, mcq, temporal_grounding, tracking
-from .common import PROTOCOLS, completion_text
+from .common import PROTOCOLS, check_protocol, completion_text
+from .merge import gather_records, merge_records
 
+# The one task list: one line per task module, in the order reports and plots show them.
 TASKS: dict[str, ModuleType] = {
     temporal_grounding.NAME: temporal_grounding,
     grounded_qa.NAME: grounded_qa,
@@ -28,6 +35,12 @@ TASKS: dict[str, ModuleType] = {
     mcq.NAME: mcq,
 }
 PROMPT_DIR = Path(__file__).parent / "prompts"
+# What every task module defines (docs/tasks.md, "Add a task"); HOOKS are optional.
+CONTRACT = ("NAME", "PARTS", "HEADLINE", "PLOT_IOU_FIELD", "INPUT", "PROBLEM_FIELDS", "prompt_fields", "parse",
+            "score", "sample_metrics", "aggregate", "load_annotations", "target_text", "prior_solution",
+            "blind_fit", "blind_solution")
+HOOKS = ("bind_frames", "synthesize")
+INPUTS = ("video", "frames")
 
 
 def get_task(name: str) -> ModuleType:
@@ -85,6 +98,70 @@ def aggregate(task: str, rows: list[dict]) -> dict[str, float]:
     return get_task(task).aggregate(list(rows))
 
 
+def headline() -> dict[str, str]:
+    """{task: the metric plots, reports, summaries and the registry lead with}, in TASKS order."""
+    return {name: module.HEADLINE for name, module in TASKS.items()}
+
+
+def plot_iou_fields() -> dict[str, str]:
+    """{task: its per-sample overlap field drawn in the IoU histograms}, for the tasks that have one."""
+    return {name: module.PLOT_IOU_FIELD for name, module in TASKS.items() if module.PLOT_IOU_FIELD}
+
+
+def load_annotations(task: str, path: str, policy: str = "clip") -> tuple[list[dict], list[dict]]:
+    """One task's annotations in its public format -> (samples, rejected); an unreadable file raises ValueError."""
+    return get_task(task).load_annotations(path, policy)
+
+
+def target_text(task: str, solution: dict, think: bool = True) -> str:
+    """The answer `solution` written in the layout the task's prompt asks for (and its parser reads back)."""
+    return get_task(task).target_text(solution, think)
+
+
+def prior_solution(task: str, row: dict, rng: random.Random) -> dict:
+    """A well-formed answer drawn from the task's prior, ignoring the video."""
+    return get_task(task).prior_solution(row, rng)
+
+
+def aggregate_records(records: Iterable[dict]) -> dict[str, dict[str, float]]:
+    """{task: that task's aggregate() over the "metrics" of all its records}, tasks in sorted order."""
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for k, r in enumerate(records):
+        try:
+            by_task[str(r["task"])].append(r["metrics"])
+        except (KeyError, TypeError):
+            raise ValueError(f"record {k} has no 'task' and 'metrics': {r!r:.200}") from None
+    return {task: aggregate(task, rows) for task, rows in sorted(by_task.items())}
+
+
+def score_outputs(rows: list[dict], outputs: list[str], think: bool = True, protocol: str = "ours",
+                  keep_unscorable: bool = False) -> tuple[dict[str, dict[str, float]], list[dict]]:
+    """Score model outputs against their rows ({"id", "task", "solution", ...}, one output each, in order):
+    (per-task aggregated metrics, one record per row {"id", "task", "output", "parsed", "rewards", "metrics"}).
+
+    Answers are parsed and metric inputs computed under the scoring `protocol`; reward parts are always
+    training's. keep_unscorable: a row whose own annotation its task cannot score (e.g. answer "H") gets the
+    record {"id", "task", "error"} and stays out of the metrics, instead of raising.
+    """
+    check_protocol(protocol)
+    records = []
+    for r, text in zip(rows, outputs, strict=True):
+        task = r["task"]
+        get_task(task)  # an unknown task is an error, never an unscorable row
+        try:
+            records.append({
+                "id": r["id"], "task": task, "output": text,
+                "parsed": parse(task, text, protocol),
+                "rewards": score(task, text, r["solution"], think=think),
+                "metrics": sample_metrics(task, text, r["solution"], protocol),
+            })
+        except (KeyError, TypeError, ValueError) as e:
+            if not keep_unscorable:
+                raise
+            records.append({"id": r["id"], "task": task, "error": f"{type(e).__name__}: {e}"})
+    return aggregate_records(r for r in records if "metrics" in r), records
+
+
 def reward_names(tasks: list[str]) -> list[str]:
     return [f"{t}_{part}" for t in tasks for part in get_task(t).PARTS]
 
@@ -114,14 +191,20 @@ def reward_functions(tasks: list[str], think: bool = True) -> list[Callable[...,
     return [_reward_function(t, part, think) for t in tasks for part in get_task(t).PARTS]
 
 
-# after aggregate(), which merge uses
-from .merge import aggregate_records, gather_records, merge_records  # noqa: E402
-
 __all__ = [
     "TASKS",
+    "CONTRACT",
+    "HOOKS",
+    "INPUTS",
     "PROTOCOLS",
     "PROMPT_DIR",
     "get_task",
+    "headline",
+    "plot_iou_fields",
+    "load_annotations",
+    "target_text",
+    "prior_solution",
+    "score_outputs",
     "render_prompt",
     "parse",
     "score",

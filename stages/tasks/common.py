@@ -8,7 +8,10 @@ ambiguous quantifiers). Nothing is ever eval'ed. A 1 MB adversarial completion c
 """
 from __future__ import annotations
 
+import math
+import random
 import re
+from collections import Counter
 from typing import Any, Iterable, Sequence
 
 # A 1024-token completion is a few KB of text; 64 KiB leaves room for longer max_completion_length.
@@ -304,3 +307,37 @@ def ratio_metrics(terms: Terms, count: int) -> dict[str, float]:
     for name, (num, den) in terms.items():
         out[name] = mean(num) if den is None else (sum(num) / sum(den) if sum(den) else 0.0)
     return out
+
+
+# ---------------------------------------------------------------- SFT targets and answers that ignore the video
+
+# The think block of every SFT target (stages/sft.py): short, so the loss is on the answer.
+TARGET_THINK = "<think>I look at the frames.</think> "
+
+
+def target_head(think: bool) -> str:
+    return TARGET_THINK if think else ""
+
+
+def two_decimals(x: float) -> str:
+    return f"{x:.2f}"
+
+
+def prior_interval(problem: dict, rng: random.Random) -> list[float]:
+    """A random interval of at least 0.5 s inside the video, on a 0.25 s grid: the synthetic benchmark's time grid,
+    and each such time is one token of the tiny model."""
+    duration = float(problem.get("duration") or 10.0)
+    last = max(math.floor(duration * 4) / 4, 0.5)
+    a, b = sorted(round(rng.uniform(0, last) * 4) / 4 for _ in range(2))
+    a = min(a, last - 0.5)
+    return [a, min(max(b, a + 0.5), last)]
+
+
+def option_letters(problem: dict) -> list[str]:
+    return [o.strip()[1] for o in problem["options"]]
+
+
+def most_common_letter(rows: list[dict]) -> str:
+    """The most frequent gold answer letter of the rows ("A" when there are none): the blind letter."""
+    counts = Counter(r["solution"]["answer"] for r in rows)
+    return counts.most_common(1)[0][0] if counts else "A"

@@ -5,8 +5,11 @@ solution {"answer": "C", "glue": [[s, e], ...]}  (seconds; "(C)" is accepted too
 """
 from __future__ import annotations
 
+import random
 import re
 from typing import Any
+
+from stages.datasets import annotations as ann
 
 from .common import (
     NUM,
@@ -18,16 +21,26 @@ from .common import (
     gold_letter,
     layout,
     merged_iou,
+    most_common_letter,
+    option_letters,
     parse_intervals,
     parse_letter,
+    prior_interval,
     ratio_metrics,
     segment_iou_iop,
+    target_head,
+    two_decimals,
     upstream_letter,
 )
 from .mcq import options_text
+from .temporal_grounding import best_fraction, fraction_interval
 
 NAME = "gqa"
 PARTS = ("format", "accuracy", "evidence_iou")
+HEADLINE = "evidence_mIoU"
+PLOT_IOU_FIELD = "evidence_iou"
+INPUT = "video"
+PROBLEM_FIELDS = ("question", "options", "duration")
 IOP_THRESHOLD = 0.5  # Acc@GQA: right answer and IoP >= 0.5 (NExT-GQA)
 THRESHOLDS = (0.3, 0.5)  # NExT-GQA also reports IoU@m and IoP@m: fraction of questions with IoU/IoP >= m
 
@@ -143,3 +156,49 @@ def terms(rows: list[dict]) -> Terms:
 
 def aggregate(rows: list[dict]) -> dict[str, float]:
     return ratio_metrics(terms(rows), len(rows))
+
+
+# ---------------------------------------------------------------- annotations
+
+
+def load_annotations(path: str, policy: str = "clip") -> tuple[list[dict], list[dict]]:
+    """NExT-GQA JSON list {id, video, question, options, answer, duration, glue} -> samples with the item's id
+    (answer letter + evidence intervals; an interval ending after the video is clipped or rejected by `policy`)."""
+
+    def sample(item, sid):
+        duration, glue = ann.duration(ann.field(item, "duration")), ann.field(item, "glue")
+        options, letter = ann.options_letter(ann.field(item, "options"), ann.field(item, "answer"))
+        if not isinstance(glue, list) or not glue:
+            raise ValueError("no evidence interval")
+        return {
+            "id": sid, "task": NAME, "video_id": ann.video_id_of(ann.text(ann.field(item, "video"), "video")),
+            "problem": {"question": ann.text(ann.field(item, "question"), "question"), "options": options,
+                        "duration": duration},
+            "solution": {"answer": letter, "glue": [ann.interval(iv, duration, policy, "evidence") for iv in glue]},
+        }
+
+    return ann.id_items(ann.load_json(path), path, "NExT-GQA", sample)
+
+
+# ---------------------------------------------------------------- SFT targets and blind answers
+
+
+def target_text(solution: dict, think: bool = True) -> str:
+    glue = ", ".join(f"({two_decimals(s)}, {two_decimals(e)})" for s, e in solution["glue"])
+    return f"{target_head(think)}<answer>{solution['answer']}</answer> <glue>[{glue}]</glue>"
+
+
+def prior_solution(row: dict, rng: random.Random) -> dict:
+    interval = prior_interval(row["problem"], rng)
+    return {"answer": rng.choice(option_letters(row["problem"])), "glue": [interval]}
+
+
+def blind_fit(train_rows: list[dict], think: bool) -> dict:
+    """The most frequent letter, and one evidence interval as fractions of the duration fit on the first gold span
+    (scored as tg's IoU)."""
+    return {"fraction": best_fraction(train_rows, lambda r: r["solution"]["glue"][0], think),
+            "letter": most_common_letter(train_rows)}
+
+
+def blind_solution(fit: dict, row: dict) -> dict:
+    return {"answer": fit["letter"], "glue": [fraction_interval(fit["fraction"], row)]}

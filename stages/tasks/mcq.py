@@ -5,7 +5,10 @@ solution {"answer": "B"}  ("(B)" is accepted too)
 """
 from __future__ import annotations
 
+import random
 from typing import Any
+
+from stages.datasets import annotations as ann
 
 from .common import (
     Terms,
@@ -14,13 +17,20 @@ from .common import (
     format_tags,
     gold_letter,
     layout,
+    most_common_letter,
+    option_letters,
     parse_letter,
     ratio_metrics,
+    target_head,
     upstream_letter,
 )
 
 NAME = "qa"
 PARTS = ("format", "accuracy")
+HEADLINE = "accuracy"
+PLOT_IOU_FIELD = None
+INPUT = "video"
+PROBLEM_FIELDS = ("question", "options")
 
 
 def options_text(options: list[str]) -> str:
@@ -60,3 +70,40 @@ def terms(rows: list[dict]) -> Terms:
 
 def aggregate(rows: list[dict]) -> dict[str, float]:
     return ratio_metrics(terms(rows), len(rows))
+
+
+# ---------------------------------------------------------------- annotations
+
+
+def load_annotations(path: str, policy: str = "clip") -> tuple[list[dict], list[dict]]:
+    """Multiple-choice QA JSON list {id, video, question, options, answer} -> samples with the item's id (no time
+    interval, so `policy` changes nothing)."""
+
+    def sample(item, sid):
+        options, letter = ann.options_letter(ann.field(item, "options"), ann.field(item, "answer"))
+        return {
+            "id": sid, "task": NAME, "video_id": ann.video_id_of(ann.text(ann.field(item, "video"), "video")),
+            "problem": {"question": ann.text(ann.field(item, "question"), "question"), "options": options},
+            "solution": {"answer": letter},
+        }
+
+    return ann.id_items(ann.load_json(path), path, "multiple-choice QA", sample)
+
+
+# ---------------------------------------------------------------- SFT targets and blind answers
+
+
+def target_text(solution: dict, think: bool = True) -> str:
+    return f"{target_head(think)}<answer>{solution['answer']}</answer>"
+
+
+def prior_solution(row: dict, rng: random.Random) -> dict:
+    return {"answer": rng.choice(option_letters(row["problem"]))}
+
+
+def blind_fit(train_rows: list[dict], think: bool) -> str:
+    return most_common_letter(train_rows)  # the most frequent gold letter
+
+
+def blind_solution(fit: str, row: dict) -> dict:
+    return {"answer": fit}

@@ -1,4 +1,4 @@
-"""Evaluation metrics over every sample, merged across ranks.
+"""Per-sample evaluation records, merged across ranks (the registry's aggregate_records then scores them).
 
 Upstream's eval scripts reset their metric lists inside the loop (the printed score was the last item's) and
 never merged ranks (each rank printed the score of its own shard) — reference section 8, defect 8. Here every
@@ -7,10 +7,7 @@ gathered, and each task's aggregate() runs once over all of its samples.
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Iterable, Sequence
-
-from . import aggregate
 
 
 def merge_records(per_rank: Iterable[Sequence[dict]]) -> list[dict]:
@@ -45,13 +42,3 @@ def gather_records(records: list[dict]) -> list[dict]:
     dist.all_gather_object(per_rank, list(records))
     return merge_records(per_rank)
 
-
-def aggregate_records(records: Iterable[dict]) -> dict[str, dict[str, float]]:
-    """{task: that task's aggregate() over the "metrics" of all its records}, tasks in sorted order."""
-    by_task: dict[str, list[dict]] = defaultdict(list)
-    for k, r in enumerate(records):
-        try:
-            by_task[str(r["task"])].append(r["metrics"])
-        except (KeyError, TypeError):
-            raise ValueError(f"record {k} has no 'task' and 'metrics': {r!r:.200}") from None
-    return {task: aggregate(task, rows) for task, rows in sorted(by_task.items())}

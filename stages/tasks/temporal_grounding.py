@@ -6,8 +6,11 @@ solution {"timestamps": [start, end]}  (seconds)
 from __future__ import annotations
 
 import math
+import random
 import re
 from typing import Any
+
+from stages.datasets import annotations as ann
 
 from .common import (
     NUM,
@@ -17,12 +20,19 @@ from .common import (
     format_tags,
     interval_iou,
     layout,
+    prior_interval,
     ratio_metrics,
     tail,
+    target_head,
+    two_decimals,
 )
 
 NAME = "tg"
 PARTS = ("format", "iou")
+HEADLINE = "mIoU"
+PLOT_IOU_FIELD = "iou"
+INPUT = "video"
+PROBLEM_FIELDS = ("sentence", "duration")
 THRESHOLDS = (0.3, 0.5, 0.7)
 
 _UNIT = r"(?:\s{0,4}(?:seconds?|secs?|s)\b)?"
@@ -130,3 +140,84 @@ def terms(rows: list[dict]) -> Terms:
 
 def aggregate(rows: list[dict]) -> dict[str, float]:
     return ratio_metrics(terms(rows), len(rows))
+
+
+# ---------------------------------------------------------------- annotations
+
+
+def load_annotations(path: str, policy: str = "clip") -> tuple[list[dict], list[dict]]:
+    """Charades-STA / ActivityNet-Grounding JSON, {video_id: {duration, timestamps, sentences}} -> samples with ids
+    `<video_id>#<sentence_index>`; an interval ending after the video is clipped or rejected by `policy`."""
+    data, source = ann.load_json(path), path
+    samples, rejected = [], []
+    if not isinstance(data, dict):
+        return [], [ann.reject(source, source, "Charades-STA file must be a JSON object keyed by video id")]
+    seen = set()
+    for vid, entry in getattr(data, "pairs", data.items()):
+        try:
+            if vid in seen:
+                raise ValueError("duplicate video id (the key repeats in the file)")
+            seen.add(vid)
+            if not isinstance(entry, dict):
+                raise ValueError("video entry is not an object")
+            duration = ann.duration(ann.field(entry, "duration"))
+            stamps, sentences = ann.field(entry, "timestamps"), ann.field(entry, "sentences")
+            if not isinstance(stamps, list) or not isinstance(sentences, list) or len(stamps) != len(sentences):
+                raise ValueError("timestamps and sentences are not two lists of the same length")
+        except ValueError as e:
+            rejected.append(ann.reject(vid, source, f"video entry malformed: {e}"))
+            continue
+        for i, (ts, sentence) in enumerate(zip(stamps, sentences)):
+            sid = f"{vid}#{i}"
+            try:
+                samples.append({
+                    "id": sid, "task": NAME, "video_id": str(vid),
+                    "problem": {"sentence": ann.text(sentence, "sentence"), "duration": duration},
+                    "solution": {"timestamps": ann.interval(ts, duration, policy)},
+                })
+            except ValueError as e:
+                rejected.append(ann.reject(sid, source, str(e)))
+    return samples, rejected
+
+
+# ---------------------------------------------------------------- SFT targets and blind answers
+
+
+def target_text(solution: dict, think: bool = True) -> str:
+    s, e = solution["timestamps"]
+    return f"{target_head(think)}<answer>{two_decimals(s)} to {two_decimals(e)}</answer>"
+
+
+def prior_solution(row: dict, rng: random.Random) -> dict:
+    return {"timestamps": prior_interval(row["problem"], rng)}
+
+
+def _duration(row: dict) -> float:
+    return float(row["problem"].get("duration") or 1.0)
+
+
+def best_fraction(rows: list[dict], truth, think: bool) -> list[float]:
+    """The one interval, as fractions [a, b] of each video's duration on a 0.05 grid, of the highest mean IoU with
+    truth(row) over the rows (also gqa's blind evidence); [0, 1] when there are no rows."""
+    if not rows:
+        return [0.0, 1.0]
+    grid = [i / 20 for i in range(21)]
+
+    def mean_iou(a: float, b: float) -> float:
+        texts = [target_text({"timestamps": [a * _duration(r), b * _duration(r)]}, think) for r in rows]
+        return sum(score(t, {"timestamps": truth(r)}, think)["iou"] for t, r in zip(texts, rows)) / len(rows)
+
+    return list(max(((a, b) for a in grid for b in grid if b > a), key=lambda ab: mean_iou(*ab)))
+
+
+def blind_fit(train_rows: list[dict], think: bool) -> list[float]:
+    return best_fraction(train_rows, lambda r: r["solution"]["timestamps"], think)
+
+
+def fraction_interval(fraction: list[float], row: dict) -> list[float]:
+    a, b = fraction
+    return [round(a * _duration(row), 2), round(b * _duration(row), 2)]
+
+
+def blind_solution(fit: list[float], row: dict) -> dict:
+    return {"timestamps": fraction_interval(fit, row)}

@@ -9,8 +9,12 @@ equal to the box count.
 from __future__ import annotations
 
 import math
+import random
 import re
+from pathlib import Path
 from typing import Any
+
+from stages.datasets import annotations as ann
 
 from .common import (
     Terms,
@@ -22,10 +26,15 @@ from .common import (
     mean,
     parse_tuples,
     ratio_metrics,
+    target_head,
 )
 
 NAME = "tracking"
 PARTS = ("format", "iou")
+HEADLINE = "AO"
+PLOT_IOU_FIELD = "miou"
+INPUT = "frames"  # exactly as many frames as boxes, as its training sequences were sampled
+PROBLEM_FIELDS = ("object", "init_box", "num_boxes")
 NUM_BOXES = 8
 SUCCESS_THRESHOLDS = (0.5, 0.75)
 
@@ -133,3 +142,134 @@ def terms(rows: list[dict]) -> Terms:
 
 def aggregate(rows: list[dict]) -> dict[str, float]:
     return ratio_metrics(terms(rows), len(rows))
+
+
+# ---------------------------------------------------------------- annotations
+
+FRAME_SUFFIXES = (".jpg", ".jpeg")
+OBJECT_CLASS = re.compile(r"^\s*object_class\s*[:=]\s*(.+?)\s*$", re.MULTILINE)
+
+
+def load_annotations(path: str, policy: str = "clip") -> tuple[list[dict], list[dict]]:
+    """A JSON file in VideoChat-R1's GOT-10k format (got10k) or a folder in the native GOT-10k layout
+    (got10k_native). Boxes have no time interval, so `policy` changes nothing."""
+    if Path(path).is_dir():
+        return got10k_native(path)
+    return got10k(ann.load_json(path), path)
+
+
+def _sample(sid: str, obj: str, boxes: list[list[float]]) -> dict:
+    return {"id": sid, "task": NAME, "video_id": sid, "problem": {"object": obj, "init_box": boxes[0]},
+            "solution": {"boxes": boxes}}
+
+
+def got10k(data, source: str, num_boxes: int = NUM_BOXES) -> tuple[list[dict], list[dict]]:
+    """VideoChat-R1's GOT-10k list {path, object, gt: num_boxes normalised xyxy} -> samples with ids the sequence
+    folder names."""
+    items, rejected = ann.list_items(data, source, "GOT-10k")
+    samples, ids = [], ann.Ids()
+    for k, item in items or []:
+        path = item.get("path") if isinstance(item, dict) else None
+        sid = ann.video_id_of(path) if isinstance(path, str) and path.strip() else f"{source}[{k}]"
+        try:
+            if not isinstance(item, dict):
+                raise ValueError("item is not a JSON object")
+            ann.text(ann.field(item, "path"), "path")
+            ids.check(sid, k)
+            boxes = ann.boxes(ann.field(item, "gt"), num_boxes)
+            samples.append(_sample(sid, ann.text(ann.field(item, "object"), "object"), boxes))
+        except ValueError as e:
+            rejected.append(ann.reject(sid, source, str(e)))
+    return samples, rejected
+
+
+def _native_sequence(folder: Path, num_boxes: int) -> dict:
+    """One GOT-10k sequence folder -> a tracking sample (ValueError with the reason)."""
+    # imported here: stages.video imports stages.params, which reads the task list from stages.tasks
+    from PIL import Image
+
+    from stages.video.budget import uniform_indices
+
+    frames = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES)
+    if not frames:
+        raise ValueError("no JPEG frames")
+    if not (folder / "groundtruth.txt").is_file():
+        raise ValueError("no groundtruth.txt")
+    lines = [ln for ln in ann.read_text(folder / "groundtruth.txt", "groundtruth.txt").splitlines() if ln.strip()]
+    if len(lines) != len(frames):
+        raise ValueError(f"groundtruth.txt has {len(lines)} boxes for {len(frames)} frames")
+    absent = []
+    if (folder / "absence.label").is_file():
+        absent = [ln.strip() == "1" for ln in ann.read_text(folder / "absence.label", "absence.label").splitlines()]
+    meta = ann.read_text(folder / "meta_info.ini", "meta_info.ini") if (folder / "meta_info.ini").is_file() else ""
+    m = OBJECT_CLASS.search(meta)
+    if not m:
+        raise ValueError("no object name (meta_info.ini has no object_class)")
+    try:
+        with Image.open(frames[0]) as im:
+            width, height = im.size
+    except Exception as e:
+        raise ValueError(f"first frame unreadable: {type(e).__name__}: {e}") from e
+    boxes = []
+    for i in uniform_indices(len(frames), num_boxes):
+        if i < len(absent) and absent[i]:
+            raise ValueError(f"target absent at sampled frame {i + 1} (absence.label)")
+        parts = [x for x in re.split(r"[,\s]+", lines[i].strip()) if x]
+        if len(parts) != 4:
+            raise ValueError(f"groundtruth.txt line {i + 1} is not x,y,w,h: {lines[i]!r:.60}")
+        x, y, w, h = (ann.number(v, f"groundtruth.txt line {i + 1}") for v in parts)
+        if w <= 0 or h <= 0:
+            raise ValueError(f"groundtruth.txt line {i + 1}: empty box {w}x{h}")
+        xyxy = [x / width, y / height, (x + w) / width, (y + h) / height]
+        boxes.append([round(min(max(v, 0.0), 1.0), 3) for v in xyxy])  # boxes may reach past the frame edge
+    return _sample(folder.name, ann.text(m.group(1), "object_class"), ann.boxes(boxes, num_boxes))
+
+
+def got10k_native(root: str, num_boxes: int = NUM_BOXES) -> tuple[list[dict], list[dict]]:
+    """The GOT-10k layout: root/<sequence>/{00000001.jpg ..., groundtruth.txt (pixel x,y,w,h per frame),
+    meta_info.ini (object_class), absence.label (optional)} -> tracking samples with num_boxes normalised xyxy
+    boxes at frames round(linspace(0, N-1, num_boxes)), the frames stage extract_frames samples. Boxes are clipped
+    to the frame; root may also be one sequence folder."""
+    base = Path(root)
+    folders = [base] if (base / "groundtruth.txt").is_file() else sorted(d for d in base.iterdir() if d.is_dir())
+    samples, rejected = [], []
+    for folder in folders:
+        try:
+            samples.append(_native_sequence(folder, num_boxes))
+        except ValueError as e:
+            rejected.append(ann.reject(folder.name, str(folder), str(e)))
+        except OSError as e:
+            rejected.append(ann.reject(folder.name, str(folder), f"unreadable: {e}"))
+    return samples, rejected
+
+
+def bind_frames(sample: dict, meta: dict) -> dict:
+    """One box per sampled frame: a sequence whose frame count is not its box count cannot be scored."""
+    if meta["num_frames"] != len(sample["solution"]["boxes"]):
+        raise ValueError(f"{meta['num_frames']} frames but {len(sample['solution']['boxes'])} boxes")
+    return sample
+
+
+# ---------------------------------------------------------------- SFT targets and blind answers
+
+
+def target_text(solution: dict, think: bool = True) -> str:
+    boxes = ", ".join("[" + ", ".join(f"{v:.2f}" for v in b) + "]" for b in solution["boxes"])
+    return f"{target_head(think)}<answer>[{boxes}]</answer>"
+
+
+def _static(row: dict) -> dict:
+    """A tracker that never moves: the first box on every frame."""
+    return {"boxes": [list(row["problem"]["init_box"])] * len(row["solution"]["boxes"])}
+
+
+def prior_solution(row: dict, rng: random.Random) -> dict:
+    return _static(row)
+
+
+def blind_fit(train_rows: list[dict], think: bool) -> None:
+    return None  # the static tracker needs nothing from the training set
+
+
+def blind_solution(fit: None, row: dict) -> dict:
+    return _static(row)

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages.datasets.annotations import load_task
 from stages.params import BuildSamplesParams
+from stages.tasks import load_annotations
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "annotation-samples"
 real = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"real annotation samples not found at {SAMPLES}")
@@ -17,13 +17,13 @@ real = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"real annotation samples
 @real
 def test_charades_real_file_ids_and_clipping():
     path = str(SAMPLES / "charades_train_head.json")
-    clipped, rejected = load_task("tg", path, "clip")
+    clipped, rejected = load_annotations("tg", path, "clip")
     assert len(clipped) == 48 and not rejected
     assert clipped[0]["id"] == "AO8RW#0" and clipped[0]["solution"] == {"timestamps": [0.0, 6.9]}
     raw = json.loads(Path(path).read_text())
     for s in clipped:
         assert 0 <= s["solution"]["timestamps"][0] < s["solution"]["timestamps"][1] <= raw[s["video_id"]]["duration"]
-    kept, rejected = load_task("tg", path, "reject")
+    kept, rejected = load_annotations("tg", path, "reject")
     assert len(kept) + len(rejected) == 48 and len(rejected) == 8
     assert all("outside [0," in r["reason"] for r in rejected)
 
@@ -35,7 +35,7 @@ def test_negative_start_is_rejected_under_either_policy(tmp_path, policy):
     f = tmp_path / "tg.json"
     f.write_text(json.dumps({"v": {"duration": 10.0, "timestamps": [[-0.5, 4], [1, 12], [2, 3]],
                                    "sentences": ["early", "late", "fine"]}}))
-    samples, rejected = load_task("tg", str(f), policy)
+    samples, rejected = load_annotations("tg", str(f), policy)
     reasons = {r["id"]: r["reason"] for r in rejected}
     assert reasons["v#0"] == "interval start -0.5 is negative (before the video starts)"
     if policy == "clip":
@@ -46,13 +46,13 @@ def test_negative_start_is_rejected_under_either_policy(tmp_path, policy):
 
 @real
 def test_activitynet_nextgqa_got_real_files():
-    anet, rej = load_task("tg", str(SAMPLES / "activitynet_val2_head.json"))
+    anet, rej = load_annotations("tg", str(SAMPLES / "activitynet_val2_head.json"))
     assert len(anet) == 73 and not rej and anet[0]["video_id"].startswith("v_")
-    gqa, rej = load_task("gqa", str(SAMPLES / "nextgqa_val_head.json"))
+    gqa, rej = load_annotations("gqa", str(SAMPLES / "nextgqa_val_head.json"))
     assert len(gqa) == 30 and not rej
     assert gqa[0]["id"] == "4882821564_1" and gqa[0]["video_id"] == "4882821564"
     assert gqa[0]["solution"] == {"answer": "C", "glue": [[13.8, 29.8]]}
-    got, rej = load_task("tracking", str(SAMPLES / "got_val_head.json"))
+    got, rej = load_annotations("tracking", str(SAMPLES / "got_val_head.json"))
     assert len(got) == 20 and not rej and got[0]["id"] == "GOT-10k_Val_000010"
     assert got[0]["problem"]["init_box"] == got[0]["solution"]["boxes"][0]
 
@@ -70,7 +70,7 @@ def test_gqa_rejections_name_the_reason(tmp_path, item, reason):
             "glue": [[1, 3]], "answer": "(B)"}
     f = tmp_path / "g.json"
     f.write_text(json.dumps([good, item]))
-    samples, rejected = load_task("gqa", str(f))
+    samples, rejected = load_annotations("gqa", str(f))
     assert [s["id"] for s in samples] == ["ok"]
     assert rejected[0]["id"] == item["id"] and reason in rejected[0]["reason"]
 
@@ -84,7 +84,7 @@ def test_got_rejections(tmp_path, gt, reason):
     f = tmp_path / "got.json"
     f.write_text(json.dumps([{"path": "x/seq_ok", "object": "o", "gt": [[0.1, 0.1, 0.2, 0.2]] * 8},
                              {"path": "x/seq_bad", "object": "o", "gt": gt}]))
-    samples, rejected = load_task("tracking", str(f))
+    samples, rejected = load_annotations("tracking", str(f))
     assert [s["id"] for s in samples] == ["seq_ok"] and rejected[0]["id"] == "seq_bad"
     assert reason in rejected[0]["reason"]
 
@@ -93,11 +93,11 @@ def test_malformed_and_non_utf8_files_raise_naming_the_file(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="bad.json: malformed JSON"):
-        load_task("tg", str(bad))
+        load_annotations("tg", str(bad))
     latin = tmp_path / "latin.json"
     latin.write_bytes('{"v": {"duration": 5, "timestamps": [[0, 1]], "sentences": ["caf\xe9"]}}'.encode("latin-1"))
     with pytest.raises(ValueError, match="latin.json: not UTF-8"):
-        load_task("tg", str(latin))
+        load_annotations("tg", str(latin))
 
 
 def fake_frames(d: Path, vid: str, n: int = 8, fps: float = 2.0):

@@ -24,6 +24,7 @@ def test_every_shipped_configuration_loads(recipe):
     ("train.tasks=[tg, stvg]", "train.tasks has ['stvg']"),
     ("build_samples.annotations={tg: a.json, gqa: b.json, tracking: c.json, qa: d.json, foo: e.json}",
      "unknown tasks ['foo']"),
+    ("synthesize.tasks={foo: {videos: 2}}", "synthesize.tasks names unknown tasks ['foo']"),
     ("train.num_generations=3", "per_device_train_batch_size=16 is not a multiple of train.num_generations=3"),
     ("train.num_generations=1", "at least 2 completions"),
     ("synthesize.num_boxes=16", "synthesize.num_boxes=16 and extract_frames.tracking_frames=8"),

@@ -15,7 +15,7 @@ import pytest
 
 from stages import cli
 from stages import tasks as T
-from stages.evaluate import sample_table, score_outputs
+from stages.evaluate import sample_table
 from stages.params import EvaluateParams
 from stages.score import score_predictions
 
@@ -223,7 +223,7 @@ def test_protocol_is_a_documented_param_and_is_recorded():
     rows = [{"id": "q", "task": "tg", "solution": TG}]
     text = ["<answer>14.09 seconds to 17.95 seconds</answer>"]
     for protocol, iou in (("ours", 3.86 / 4.0), ("upstream", 0.0)):
-        agg, records = score_outputs(rows, text, protocol=protocol)
+        agg, records = T.score_outputs(rows, text, protocol=protocol)
         assert agg["tg"]["mIoU"] == pytest.approx(iou)
         assert sample_table(records, records, "sha", protocol)["protocol"] == protocol
         report, _ = score_predictions("tg", rows, {"q": text[0]}, protocol=protocol)
