@@ -7,8 +7,9 @@ description names it and its motion ("the red circle moves left"). Its tube: st_
 ed_time = b / fps (the shared time convention: exact at two decimals on the time grid).
 
 Writes root/videos/stvg<NNNNN>.mp4 (beside the shared videos, so ingest takes them from the same folder) and
-root/annotations/hcstvg.json (always, `{}` for no videos). Options: p.tasks["stvg"] (OPTIONS lists them with their
-defaults; frame size and rate default to the shared synthesize width, height and fps). Video i draws from the seed
+root/annotations/hcstvg.json; nothing at all for num_videos 0 (the default), so the demo's data stay
+byte-identical. Options: p.tasks["stvg"] (OPTIONS lists them with their defaults; frame size and rate default to
+the shared synthesize width, height and fps). Video i draws from the seed
 sequence [p.seed, SEED_STREAM, i]: the shared videos use stream 0 and tracking sequences 1, so no stvg video
 repeats another task's.
 """
@@ -70,6 +71,8 @@ def synthesize(p, root) -> dict:
     """Write this task's videos and root/annotations/hcstvg.json; return counts for the stage summary."""
     o = options(p)
     root = Path(root)
+    if not o["num_videos"]:
+        return {"stvg_videos": 0, "stvg_queries": 0}
     fps, width, height = float(o["fps"]), int(o["width"]), int(o["height"])
     g = time_grid(fps)
     n_frames = max(2 * g, round(o["duration"] * fps / g) * g)

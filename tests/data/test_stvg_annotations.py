@@ -17,7 +17,8 @@ import pytest
 
 from stages.datasets.synthetic import COLOURS
 from stages.tasks import stvg
-from stages.video.budget import uniform_indices
+from stages.params import ExtractFramesParams
+from stages.video.budget import plan_video
 
 SAMPLE = Path(__file__).parent / "fixtures" / "hcstvg_sample.json"
 
@@ -149,16 +150,16 @@ def test_synthetic_videos_and_annotations(tmp_path):
             x0, y0, x1, y1 = track["boxes"][k]
             pixel = frames[track["start"] + k][round((y0 + y1) / 2 * 96), round((x0 + x1) / 2 * 128)]
             assert np.abs(pixel.astype(int) - COLOURS[name.split()[0]]).max() < 40, (s["id"], k)
-        # bound to 8 uniformly sampled frames, the gold answer scores 1
-        idx = uniform_indices(entry["img_num"], 8)
-        bound = stvg.bind_frames(s, meta(idx, fps=8.0, duration=4.0))
+        # bound to the frames extract_frames samples (2 fps, at most 8), the gold answer scores 1
+        plan = plan_video(4.0, entry["img_num"], 8.0, 96, 128, ExtractFramesParams(fps=2.0, max_frames=8))
+        bound = stvg.bind_frames(s, {**meta(plan.indices, fps=8.0, duration=4.0), "timestamps": plan.timestamps})
+        assert bound["problem"]["frame_times"] == [round(t, 2) for t in plan.timestamps]
         assert stvg.score(stvg.target_text(bound["solution"]), bound["solution"], True)["viou"] == 1.0
 
 
 def test_synthetic_default_is_no_videos_and_options_are_checked(tmp_path):
     assert stvg.synthesize(params(), tmp_path) == {"stvg_videos": 0, "stvg_queries": 0}
-    assert json.loads((tmp_path / "annotations" / "hcstvg.json").read_text()) == {}
-    assert not (tmp_path / "videos").exists()
+    assert list(tmp_path.iterdir()) == []  # nothing written: the demo's synthetic data stay byte-identical
     with pytest.raises(ValueError, match="unknown options"):
         stvg.synthesize(params(stvg={"num_video": 1}), tmp_path)
     with pytest.raises(ValueError, match="objects_per_video"):
