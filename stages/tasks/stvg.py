@@ -220,8 +220,8 @@ def target_text(solution: dict, think: bool = True) -> str:
 
 
 def _answer(interval: list[float], box: list[float], row: dict) -> dict:
-    """A solution-shaped answer: `box` at every sampled frame inside `interval`."""
-    times = [float(t) for t in row["solution"]["frame_times"]]
+    """A solution-shaped answer: `box` at every listed frame (the prompt's, which the model sees) inside `interval`."""
+    times = [float(t) for t in row["problem"]["frame_times"]]
     inside = set(frames_inside(times, interval))
     return {"timestamps": interval, "frame_times": times,
             "boxes": [list(box) if i in inside else None for i in range(len(times))]}

@@ -183,8 +183,7 @@ def test_blind_fit_and_solution():
     assert json.loads(json.dumps(fit)) == fit
     assert fit["fraction"] == pytest.approx([0.2, 0.6])
     assert fit["box"] == pytest.approx([0.2, 0.2, 0.4, 0.4])
-    row = {"task": "stvg", "problem": {"duration": 20.0},
-           "solution": {"timestamps": [0, 1], "frame_times": [0.0, 5.0, 10.0, 15.0], "boxes": [None] * 4}}
+    row = {"task": "stvg", "problem": {"duration": 20.0, "frame_times": [0.0, 5.0, 10.0, 15.0]}}
     sol = stvg.blind_solution(fit, row)
     assert sol["timestamps"] == [4.0, 12.0]                  # 0.2 and 0.6 of 20 s
     assert sol["boxes"] == [None, pytest.approx([0.2, 0.2, 0.4, 0.4]), pytest.approx([0.2, 0.2, 0.4, 0.4]), None]
