@@ -16,6 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from stages.tasks import TASKS
 
 TASK_NAMES = tuple(TASKS)  # the registry's task list (stages/tasks/__init__.py), never a second one
+# The default run: the paper's four tasks on the synthetic data's files (a registered task is used once it has an
+# annotation file here; stvg has none by default, docs/tasks.md).
+DEFAULT_ANNOTATIONS = {
+    "tg": "data/synthetic/annotations/charades_sta.json",
+    "gqa": "data/synthetic/annotations/nextgqa.json",
+    "tracking": "data/synthetic/annotations/got10k.json",
+    "qa": "data/synthetic/annotations/mcq.json",
+}
 
 
 class Section(BaseModel):
@@ -132,12 +140,7 @@ class BuildSamplesParams(Section):
     """Turn annotations + extracted frames into train/eval rows of every task."""
 
     annotations: dict[str, str | None] = Field(
-        default_factory=lambda: {
-            "tg": "data/synthetic/annotations/charades_sta.json",
-            "gqa": "data/synthetic/annotations/nextgqa.json",
-            "tracking": "data/synthetic/annotations/got10k.json",
-            "qa": "data/synthetic/annotations/mcq.json",
-        },
+        default_factory=lambda: dict(DEFAULT_ANNOTATIONS),
         description="Annotation file per task (null or missing = task not used).",
     )
     eval_fraction: float = Field(0.25, description="Fraction of VIDEOS held out for evaluation (split by video).")
@@ -233,7 +236,8 @@ class SftParams(Section):
 
     enabled: bool = Field(False, description="Run the warm start; when off, train starts from model.name_or_path.")
     out_dir: str = Field("models/sft", description="Warm-started checkpoint (or sft.json saying it is off).")
-    tasks: list[str] = Field(list(TASK_NAMES), description="Tasks whose answers are imitated.")
+    tasks: list[str] = Field(default_factory=lambda: list(DEFAULT_ANNOTATIONS),
+                            description="Tasks whose answers are imitated.")
     targets: Literal["gold", "format"] = Field(
         "format", description="gold: imitate the true answers; format: well-formed answers drawn from each "
         "task's prior (random interval/letter, static box), which teaches the layout but not the perception.")
@@ -252,7 +256,8 @@ class TrainParams(Section):
     listed with TRL's own default in docs/training.md."""
 
     out_dir: str = Field("models/run", description="Final model (safetensors) + processor + train_summary.json.")
-    tasks: list[str] = Field(list(TASK_NAMES), description="Tasks trained jointly; per-task sampling weights are "
+    tasks: list[str] = Field(default_factory=lambda: list(DEFAULT_ANNOTATIONS),
+                             description="Tasks trained jointly; per-task sampling weights are "
                              "build_samples.weights (rows repeated/subsampled; the sampler draws rows uniformly).")
     num_generations: int = Field(8, description="G: completions per prompt (paper: 8). TRL default 8.")
     per_device_train_batch_size: int = Field(

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Iterable
 
-from . import grounded_qa, mcq, temporal_grounding, tracking
+from . import grounded_qa, mcq, stvg, temporal_grounding, tracking
 from .common import PROTOCOLS, check_protocol, completion_text
 from .merge import gather_records, merge_records
 
@@ -33,6 +33,7 @@ TASKS: dict[str, ModuleType] = {
     grounded_qa.NAME: grounded_qa,
     tracking.NAME: tracking,
     mcq.NAME: mcq,
+    stvg.NAME: stvg,
 }
 PROMPT_DIR = Path(__file__).parent / "prompts"
 # What every task module defines (docs/tasks.md, "Add a task"); HOOKS are optional.

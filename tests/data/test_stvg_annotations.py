@@ -1,5 +1,5 @@
-"""HC-STVG annotations (stages/datasets/hcstvg.py), their binding to sampled frames, and the synthetic STVG data
-(stages/datasets/synthetic_stvg.py), through the stvg task module's hooks.
+"""HC-STVG annotations (stages/tasks/stvg/hcstvg.py), their binding to sampled frames, and the synthetic STVG data
+(stages/tasks/stvg/synthetic.py), through the stvg task module's hooks.
 
 fixtures/hcstvg_sample.json is hand-written in the official layout (v1 entries: caption, width, height; v2:
 English, img_size), with a few bad entries and a repeated key; expected boxes are computed by hand.

@@ -1,4 +1,4 @@
-"""The stvg task module (stages/tasks/stvg.py): parser, rewards, metrics, prompts, targets and blind answers.
+"""The stvg task module (stages/tasks/stvg/): parser, rewards, metrics, prompts, targets and blind answers.
 
 Expected values are worked out by hand in the comments, not with the code under test. The module is imported
 directly until the task registry lists it.
@@ -15,7 +15,7 @@ import pytest
 
 from stages.tasks import stvg
 
-PROMPTS = Path(stvg.__file__).parent / "prompts"
+PROMPTS = Path(stvg.__file__).parents[1] / "prompts"
 G = [0.0, 0.0, 0.5, 0.5]  # the gold box of every frame of the worked example
 # Six sampled frames at 0..5 s; the gold interval [1, 4) holds frames 1, 2, 3.
 SOLUTION = {"timestamps": [1.0, 4.0], "frame_times": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],

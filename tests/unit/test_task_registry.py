@@ -38,8 +38,9 @@ def test_every_registered_module_keeps_the_contract(name):
 
 
 def test_headline_and_plot_fields_come_from_the_modules():
-    assert T.headline() == {"tg": "mIoU", "gqa": "evidence_mIoU", "tracking": "AO", "qa": "accuracy"}
-    assert T.plot_iou_fields() == {"tg": "iou", "gqa": "evidence_iou", "tracking": "miou"}
+    assert T.headline() == {"tg": "mIoU", "gqa": "evidence_mIoU", "tracking": "AO", "qa": "accuracy",
+                            "stvg": "m_vIoU"}
+    assert T.plot_iou_fields() == {"tg": "iou", "gqa": "evidence_iou", "tracking": "miou", "stvg": "viou"}
 
 
 SAMPLE_ROWS = [
@@ -49,6 +50,9 @@ SAMPLE_ROWS = [
     {"id": "k", "task": "tracking", "problem": {"object": "o", "init_box": [0.1, 0.1, 0.3, 0.3]},
      "solution": {"boxes": [[0.1, 0.1, 0.3, 0.3]] * 8}},
     {"id": "q", "task": "qa", "problem": {"question": "q", "options": ["(A) x", "(B) y"]}, "solution": {"answer": "A"}},
+    {"id": "v", "task": "stvg", "problem": {"sentence": "s", "duration": 8.0, "frame_times": [0.0, 2.0, 4.0, 6.0]},
+     "solution": {"timestamps": [2.0, 6.0], "frame_times": [0.0, 2.0, 4.0, 6.0],
+                  "boxes": [None, [0.1, 0.1, 0.5, 0.5], [0.2, 0.1, 0.6, 0.5], None]}},
 ]
 
 
@@ -70,7 +74,8 @@ def test_score_outputs_scores_every_task_and_can_keep_unscorable_rows():
     metrics, records = T.score_outputs(SAMPLE_ROWS, texts)
     assert list(metrics) == sorted(T.TASKS) and all(m["count"] == 1 for m in metrics.values())
     assert metrics["tg"]["mIoU"] == 1.0 and metrics["tracking"]["AO"] == 1.0 and metrics["qa"]["accuracy"] == 1.0
-    assert [r["id"] for r in records] == ["t", "g", "k", "q"] and records[0]["output"] == texts[0]
+    assert metrics["stvg"]["m_vIoU"] == 1.0 and metrics["stvg"]["m_tIoU"] == 1.0
+    assert [r["id"] for r in records] == ["t", "g", "k", "q", "v"] and records[0]["output"] == texts[0]
     bad = [{**SAMPLE_ROWS[3], "id": "h", "solution": {"answer": 7}}]
     with pytest.raises((KeyError, TypeError, ValueError)):
         T.score_outputs(bad, [""])
@@ -99,7 +104,9 @@ def test_synthesize_stage_calls_every_registered_hook(tmp_path, monkeypatch):
     monkeypatch.setitem(T.TASKS, "fake", fake)
     monkeypatch.setattr(synthesize_stage.synthetic, "synthesize", lambda p: {"videos": 0})
     p = SynthesizeParams(out_dir=str(tmp_path), tasks={"fake": {"videos": 2}})
-    assert synthesize_stage.synthesize(p) == {"videos": 0, "fake": {"fake_videos": 2}}
+    assert synthesize_stage.synthesize(p) == {"videos": 0, "stvg": {"stvg_videos": 0, "stvg_queries": 0},
+                                              "fake": {"fake_videos": 2}}
     assert calls == [({"videos": 2}, tmp_path)]
-    assert SynthesizeParams().tasks == {}  # none of the built-in tasks has a hook
-    assert not any(hasattr(m, "synthesize") for n, m in T.TASKS.items() if n != "fake")
+    assert SynthesizeParams().tasks == {}
+    # of the built-in tasks only stvg makes its own data (none unless asked: its num_videos defaults to 0)
+    assert [n for n, m in T.TASKS.items() if hasattr(m, "synthesize")] == ["stvg", "fake"]

@@ -17,6 +17,7 @@ PROBLEMS = {
     "gqa": {"question": "why did the boy run?", "options": ["(A) rain", "(B) dog", "(C) bus"], "duration": 42.0},
     "tracking": {"object": "sloth", "init_box": [0.1, 0.2, 0.3, 0.4]},
     "qa": {"question": "what is on the table?", "options": ["(A) cup", "(B) book"]},
+    "stvg": {"sentence": "the red circle moves left", "duration": 8.0, "frame_times": [0.0, 2.0, 4.0, 6.0]},
 }
 BOXES = [[0.1, 0.1, 0.5, 0.5]] * 8
 SOLUTIONS = {
@@ -24,6 +25,8 @@ SOLUTIONS = {
     "gqa": {"answer": "(C)", "glue": [[1.0, 5.0]]},
     "tracking": {"boxes": BOXES},
     "qa": {"answer": "B"},
+    "stvg": {"timestamps": [2.0, 6.0], "frame_times": [0.0, 2.0, 4.0, 6.0],
+             "boxes": [None, [0.1, 0.1, 0.5, 0.5], [0.2, 0.1, 0.6, 0.5], None]},
 }
 
 

@@ -4,7 +4,7 @@ in the sampled frames inside that interval?
 problem  {"sentence": str, "duration": float, "frame_times": [t0, t1, ...]}  (seconds of the sampled frames)
 solution {"timestamps": [start, end], "frame_times": [t0, ...], "boxes": [xyxy or None, ... one per sampled frame]}
 Before bind_frames the sample carries the annotation's whole tube instead (solution "track", see
-stages/datasets/hcstvg.py); bind_frames turns it into the per-sampled-frame form above from the frame-index meta.
+stages/tasks/stvg/hcstvg.py); bind_frames turns it into the per-sampled-frame form above from the frame-index meta.
 
 Answer (short, for a tiny model: one token per number on the 0.25 s / 0.01 grids):
     <answer>2.25 to 4.50</answer> <boxes>[[0.10, 0.20, 0.30, 0.40], ...]</boxes>
@@ -26,7 +26,7 @@ import random
 import re
 from typing import Any
 
-from .common import (
+from ..common import (
     NUM,
     Terms,
     box_iou,
@@ -39,6 +39,7 @@ from .common import (
     parse_tuples,
     ratio_metrics,
 )
+from . import hcstvg
 
 NAME = "stvg"
 PARTS = ("format", "tiou", "viou")
@@ -187,22 +188,19 @@ def aggregate(rows: list[dict]) -> dict[str, float]:
 
 
 def load_annotations(path: str, policy: str = "clip") -> tuple[list[dict], list[dict]]:
-    """HC-STVG v1/v2 annotation file -> (samples, rejected); see stages/datasets/hcstvg.py."""
-    from stages.datasets.hcstvg import load
-
-    return load(path, policy)
+    """HC-STVG v1/v2 annotation file -> (samples, rejected); see stages/tasks/stvg/hcstvg.py."""
+    return hcstvg.load(path, policy)
 
 
 def bind_frames(sample: dict, meta: dict) -> dict:
     """Sampled frames -> problem frame_times and duration, solution boxes per sampled frame (hcstvg.bind)."""
-    from stages.datasets.hcstvg import bind
-
-    return bind(sample, meta)
+    return hcstvg.bind(sample, meta)
 
 
 def synthesize(p, root) -> dict:
-    """Synthetic STVG videos + an HC-STVG annotation file under root (stages/datasets/synthetic_stvg.py)."""
-    from stages.datasets.synthetic_stvg import synthesize as write
+    """Synthetic STVG videos + an HC-STVG annotation file under root (stages/tasks/stvg/synthetic.py)."""
+    # imported here: the synthetic-video code imports stages.params, which imports this registry
+    from .synthetic import synthesize as write
 
     return write(p, root)
 

@@ -18,14 +18,14 @@ HC-STVG gives no video duration, so the interval is checked against the measured
 """
 from __future__ import annotations
 
-from stages.datasets.annotations import _field, _Ids, _number, _reject, _text, load_json, video_id_of
+from stages.datasets.annotations import Ids, field, load_json, number, reject, text, video_id_of
 
 TASK = "stvg"
 FRAME_TOLERANCE = 2  # frames a sampled frame inside the interval may lie outside the tube (times are rounded)
 
 
 def _count(value, field: str, least: int) -> int:
-    x = _number(value, field)
+    x = number(value, field)
     if x != int(x) or x < least:
         raise ValueError(f"{field} {value!r} is not an integer >= {least}")
     return int(x)
@@ -34,12 +34,12 @@ def _count(value, field: str, least: int) -> int:
 def _size(entry) -> tuple[float, float]:
     """(width, height) in pixels: v1's width/height, else v2's img_size [height, width, ...]."""
     if "width" in entry or "height" in entry:
-        width, height = _number(_field(entry, "width"), "width"), _number(_field(entry, "height"), "height")
+        width, height = number(field(entry, "width"), "width"), number(field(entry, "height"), "height")
     else:
-        size = _field(entry, "img_size")
+        size = field(entry, "img_size")
         if not isinstance(size, list) or len(size) < 2:
             raise ValueError(f"img_size {size!r:.60} is not [height, width, ...]")
-        height, width = _number(size[0], "img_size height"), _number(size[1], "img_size width")
+        height, width = number(size[0], "img_size height"), number(size[1], "img_size width")
     if width <= 0 or height <= 0:
         raise ValueError(f"frame size {width}x{height} is not positive")
     return width, height
@@ -49,7 +49,7 @@ def _box(b, k: int, width: float, height: float) -> list[float]:
     """Pixel [x, y, w, h] -> normalised [x0, y0, x1, y1] clipped to the frame."""
     if not isinstance(b, (list, tuple)) or len(b) != 4:
         raise ValueError(f"bbox {k} {b!r:.60} is not [x, y, w, h]")
-    x, y, w, h = (_number(v, f"bbox {k} coordinate") for v in b)
+    x, y, w, h = (number(v, f"bbox {k} coordinate") for v in b)
     if w <= 0 or h <= 0:
         raise ValueError(f"bbox {k} {b!r:.60} has width or height <= 0")
     xyxy = [x / width, y / height, (x + w) / width, (y + h) / height]
@@ -63,16 +63,16 @@ def sample(key: str, entry, policy: str = "clip") -> dict:
     """One video entry -> a stvg sample (ValueError with the reason)."""
     if not isinstance(entry, dict):
         raise ValueError("video entry is not an object")
-    sentence = _text(entry["caption"] if "caption" in entry else _field(entry, "English"), "caption/English")
+    sentence = text(entry["caption"] if "caption" in entry else field(entry, "English"), "caption/English")
     width, height = _size(entry)
-    img_num = _count(_field(entry, "img_num"), "img_num", 1)
-    first = _count(_field(entry, "st_frame"), "st_frame", 1)
-    bbox = _field(entry, "bbox")
+    img_num = _count(field(entry, "img_num"), "img_num", 1)
+    first = _count(field(entry, "st_frame"), "st_frame", 1)
+    bbox = field(entry, "bbox")
     if not isinstance(bbox, list) or not bbox:
         raise ValueError("bbox is not a non-empty list of boxes")
     if first + len(bbox) - 1 > img_num:
         raise ValueError(f"tube frames {first}..{first + len(bbox) - 1} run past img_num {img_num}")
-    start, end = _number(_field(entry, "st_time"), "st_time"), _number(_field(entry, "ed_time"), "ed_time")
+    start, end = number(field(entry, "st_time"), "st_time"), number(field(entry, "ed_time"), "ed_time")
     if start < 0:
         raise ValueError(f"st_time {start} is negative (before the video starts)")
     if round(start, 2) >= round(end, 2):
@@ -91,14 +91,14 @@ def hcstvg(data, source: str, policy: str = "clip") -> tuple[list[dict], list[di
     if policy not in ("clip", "reject"):
         raise ValueError(f"unknown interval policy {policy!r}")
     if not isinstance(data, dict):
-        return [], [_reject(source, source, "HC-STVG file must be a JSON object keyed by video file name")]
-    samples, rejected, ids = [], [], _Ids()
+        return [], [reject(source, source, "HC-STVG file must be a JSON object keyed by video file name")]
+    samples, rejected, ids = [], [], Ids()
     for k, (key, entry) in enumerate(getattr(data, "pairs", data.items())):
         try:
             ids.check(video_id_of(key), k)
             samples.append(sample(key, entry, policy))
         except ValueError as e:
-            rejected.append(_reject(video_id_of(key), source, f"{key}: {e}"))
+            rejected.append(reject(video_id_of(key), source, f"{key}: {e}"))
     return samples, rejected
 
 
