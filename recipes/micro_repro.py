@@ -218,7 +218,7 @@ def plot(results: dict, path: Path) -> None:
 def log_mlflow(params: Params, results: dict, files: list[Path], run_name: str = "micro-repro") -> str:
     import mlflow
 
-    from stages.tracking import finite_metrics, setup
+    from stages.mlflow_log import finite_metrics, setup
 
     setup(params.mlflow)
     with mlflow.start_run(run_name=run_name) as run:

@@ -139,7 +139,7 @@ def cmd_serve(args) -> int:
 def cmd_promote(args) -> int:
     """Move `production` to a version only if the gate in params.yaml (section promote) holds."""
     from stages.promote import main_promote
-    from stages.tracking import TrackingUnavailable
+    from stages.mlflow_log import TrackingUnavailable
 
     params = load_params_file(args.params)
     try:
@@ -152,7 +152,7 @@ def cmd_promote(args) -> int:
 def cmd_rollback(args) -> int:
     """Move `production` back to the version that held it before."""
     from stages.promote import main_rollback
-    from stages.tracking import TrackingUnavailable
+    from stages.mlflow_log import TrackingUnavailable
 
     params = load_params_file(args.params)
     try:

@@ -22,7 +22,7 @@ from stages import tasks as task_registry
 from stages.eval_plots import HEADLINE
 from stages.io import read_json, read_jsonl, write_json, write_jsonl
 from stages.params import EvaluateParams, MlflowParams, load_params
-from stages.tracking import TrackingUnavailable
+from stages.mlflow_log import TrackingUnavailable
 
 
 EVAL_SAMPLES = "eval_samples.json"
@@ -244,7 +244,7 @@ def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlf
 def _connect(mlflow_p: MlflowParams):
     from mlflow import MlflowClient
 
-    from stages.tracking import require_reachable, setup
+    from stages.mlflow_log import require_reachable, setup
 
     uri = setup(mlflow_p, experiment=False)
     require_reachable(uri)
@@ -255,7 +255,7 @@ def _log(client, run_id: str, result: dict, files: list[Path], plots: list[Path]
     """Metrics, intervals, predictions and plots go into the training run, next to its reward curves."""
     from mlflow.entities import Metric
 
-    from stages.tracking import finite_metrics
+    from stages.mlflow_log import finite_metrics
 
     tables = [(who, result[who]["metrics"]) for who in ("candidate", "baseline")]
     tables += [(f"delta{end}", {t: {k: iv[key] for k, iv in m.items()} for t, m in result["intervals"].items()})

@@ -397,7 +397,7 @@ def rollback(client, name: str, p: PromoteParams, by: str | None = None) -> dict
 def _client(params):
     from mlflow import MlflowClient
 
-    from stages.tracking import require_reachable, setup
+    from stages.mlflow_log import require_reachable, setup
 
     uri = setup(params.mlflow, experiment=False)
     require_reachable(uri)
