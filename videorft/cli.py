@@ -1,11 +1,11 @@
-"""`videorft` command line: thin entry points over the stages and flows."""
+"""`videorft` command line: thin entry points over the stages and flows (this package sits above both; stages never
+import it, nor flows)."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 
 def fail(message: str) -> SystemExit:
@@ -25,11 +25,9 @@ def load_params_file(path: str):
 
 def check_stages(stages: list[str]) -> None:
     """Stage names must be dvc.yaml's (this directory's pipeline), checked before a flow or server starts."""
-    import yaml
+    from stages.graph import stage_names
 
-    dvc_yaml = Path("dvc.yaml")
-    tree = yaml.safe_load(dvc_yaml.read_text()) if dvc_yaml.is_file() else None
-    known = list((tree or {}).get("stages", {}))
+    known = stage_names()
     bad = [s for s in stages if s not in known]
     if bad:
         raise fail(f"unknown stage {', '.join(bad)}; dvc.yaml here has: {' '.join(known) or 'no stages'}")
