@@ -21,8 +21,8 @@ from stages import bootstrap, eval_cache, eval_plots
 from stages import tasks as task_registry
 from stages.eval_plots import HEADLINE
 from stages.io import read_json, read_jsonl, write_json, write_jsonl
-from stages.params import EvaluateParams, MlflowParams, load_params
 from stages.mlflow_log import TrackingUnavailable
+from stages.params import EvaluateParams, MlflowParams, load_params
 
 
 EVAL_SAMPLES = "eval_samples.json"
@@ -90,7 +90,7 @@ def general_check(candidate: dict, baseline: dict, p: EvaluateParams, ivs: dict)
     if cand is None or base is None or iv is None:
         return {**out, "kept": None, "reason": f"no {p.general_task} samples evaluated"}
     return {**out, "candidate": cand, "baseline": base, "delta": round(cand - base, 6), "lo": iv["lo"],
-            "hi": iv["hi"], "level": iv["level"], "kept": iv["lo"] >= -p.general_tolerance}
+            "hi": iv["hi"], "level": iv["level"], "kept": bootstrap.drop_excluded(iv, p.general_tolerance)}
 
 
 def blind_line(train_samples: str | None, rows: list[dict], think: bool, protocol: str = "ours") -> dict | None:

@@ -122,7 +122,7 @@ def _judge(kind: str, limit: float, iv: dict) -> tuple[bool, str]:
     if kind == "improve":
         ok = iv["lo"] > limit
         return ok, f"{diff}: lower bound {'>' if ok else '<='} {limit}" + ("" if ok else ": gain not significant")
-    ok = iv["lo"] >= -limit
+    ok = bootstrap.drop_excluded(iv, limit)
     return ok, f"{diff}: lower bound {'>=' if ok else '<'} -{limit}" + ("" if ok else ": a larger drop is possible")
 
 
