@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable, Sequence
 
-from . import aggregate
-
 
 def merge_records(per_rank: Iterable[Sequence[dict]]) -> list[dict]:
     """The records of every rank as one list, each (task, id) once, in rank order.
@@ -48,6 +46,8 @@ def gather_records(records: list[dict]) -> list[dict]:
 
 def aggregate_records(records: Iterable[dict]) -> dict[str, dict[str, float]]:
     """{task: that task's aggregate() over the "metrics" of all its records}, tasks in sorted order."""
+    from . import aggregate  # here, not at the top: the registry (stages/tasks/__init__.py) imports this module
+
     by_task: dict[str, list[dict]] = defaultdict(list)
     for k, r in enumerate(records):
         try:
