@@ -12,7 +12,7 @@ from pathlib import Path
 
 from stages import lineage
 from stages.params import MlflowParams, load_params
-from stages.tracking import HTTP_DEFAULTS, ensure_experiment, require_reachable
+from stages.mlflow_log import HTTP_DEFAULTS, ensure_experiment, require_reachable
 
 
 def resolve_tracking(ws: str | Path) -> tuple[str, str]:

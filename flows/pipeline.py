@@ -10,8 +10,7 @@ import sys
 
 from prefect import flow, get_run_logger, task
 
-STAGES = ["synthesize", "ingest", "extract_frames", "build_samples", "tiny_model", "sft", "train", "evaluate",
-          "register"]
+from stages import graph
 
 
 @task(retries=1, retry_delay_seconds=5)
@@ -28,10 +27,12 @@ def run_stage(stage: str, force: bool = False) -> str:
 
 @flow(name="videorft-pipeline")
 def pipeline(stages: list[str] | None = None, force: bool = False) -> list[str]:
+    """`stages` (default: all) in the order of this directory's dvc.yaml, which `dvc repro` runs too."""
+    order = graph.stage_names()
     done = []
-    for stage in stages or STAGES:
-        if stage not in STAGES:
-            raise ValueError(f"unknown stage {stage!r}; stages are {STAGES}")
+    for stage in stages or order:
+        if stage not in order:
+            raise ValueError(f"unknown stage {stage!r}; stages are {order}")
         done.append(run_stage(stage, force))
     return done
 

@@ -3,7 +3,8 @@
     retrain       runs every stage of dvc.yaml with `dvc repro --single-item` on this machine, except the training
                   stages (sft, train), which go to the deployment named by `train_deployment` (or
                   VIDEORFT_TRAIN_DEPLOYMENT) and are awaited; with none configured (one machine, the embedded
-                  default) they run here. After `register`, `videorft promote` moves `production` if the gate passes.
+                  default) they run here. After `register`, the promote stage's gate (stages.promote, the function
+                  `videorft promote` calls) moves `production` if it passes.
     train_stage   the GPU side: receives the flow's dvc.lock and parameter files, pulls each stage's inputs from the
                   DVC remote, runs it under the GPU concurrency limit, pushes its outputs, and returns its lock
                   entry (plus uncached metrics) so that the flow's machine can pull what it made.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,12 +190,9 @@ class RetrainRun:
             self.runs.end_stage(child, handoff[stage])
         return handoff
 
-    def promote(self) -> dict | None:
-        env = {**self.env(), "VIDEORFT_ACTOR": f"retrain flow run {current_flow_run.name}"}
-        if not _promote_available(self.ws, env):
-            get_run_logger().warning("`videorft promote` is not available in this checkout: promotion skipped")
-            return None
-        outcome = self.tracked("promote", lambda child: promote_task(str(self.ws), {**env, **self.env(child)}))
+    def promote(self) -> dict:
+        by = f"retrain flow run {current_flow_run.name}"
+        outcome = self.tracked("promote", lambda child: promote_task(str(self.ws), self.runs.uri, by))
         self.runs.client.set_tag(self.parent, "promoted", outcome["promoted"])
         return outcome
 
@@ -226,23 +223,31 @@ def _dispatch(deployment: str, ws: Path, stages: list[str], timeout_s: float | N
     return handoff
 
 
-def _promote_available(ws: Path, env: dict) -> bool:
-    proc = subprocess.run([sys.executable, "-m", "stages.cli", "promote", "--help"], cwd=ws, env=env,
-                          capture_output=True, text=True)
-    return proc.returncode == 0
-
-
 @task(name="promote", task_run_name="promote", retries=0, cache_policy=NO_CACHE)
-def promote_task(ws: str, env: dict) -> dict:
-    """`videorft promote`: the production alias moves only if the gate passes (the registry decides).
-    Exit 0 = promoted, 1 = the gate refused (a result, not a failure), anything else = an error."""
+def promote_task(ws: str, tracking_uri: str, by: str) -> dict:
+    """The promote stage's gate (stages.promote.promote) on the workspace's params: the production alias moves only
+    if the gate passes (the registry decides). A refusal is a result, not a failure; anything else is an error."""
+    from mlflow import MlflowClient
+
+    from stages.promote import promote, report
+
     log = get_run_logger()
-    rc, out = wsp.run_command([sys.executable, "-m", "stages.cli", "promote"], ws, env, log.info)
-    if rc not in (0, 1):
-        raise wsp.StageError("promote", "promote", out, rc)
-    if rc == 1:
+    path = Path(ws) / "params.yaml"
+    if not path.is_file():  # as `videorft promote`: a missing file must not promote on defaults
+        raise wsp.StageError("promote", "promote", f"params file {path} not found")
+    params = load_params(path)
+    name = params.register.model_name
+    try:
+        decision = promote(MlflowClient(tracking_uri), name, params.promote, by=by)
+    except Exception as e:  # no version to judge, the lock held too long, the registry failing: a fault
+        raise wsp.StageError("promote", "promote", f"{type(e).__name__}: {e}") from e
+    for line in report(decision, name, params.promote.to_alias):
+        log.info(line)
+    refused = decision["decision"] == "refused"
+    if refused:
         log.warning("promotion refused by the gate: production stays where it was")
-    return {"stage": "promote", "ran": True, "promoted": rc == 0, "output": out[-2000:]}
+    return {"stage": "promote", "ran": True, "promoted": not refused, "decision": decision["decision"],
+            "version": decision["version"]}
 
 
 def _stop_children(flow, flow_run, state) -> None:
@@ -308,8 +313,8 @@ def retrain(stages: list[str] | None = None, force: bool = False, train_deployme
                 else:
                     outcomes = {step[0]: run.run_here(step[0])}
                 done.update({s: {"ran": o["ran"], "seconds": o["seconds"]} for s, o in outcomes.items()})
-            if promote and "register" in todo and (outcome := run.promote()) is not None:
-                done["promote"] = {"ran": True, "promoted": outcome["promoted"]}
+            if promote and "register" in todo:
+                done["promote"] = {"ran": True, "promoted": run.promote()["promoted"]}
         except Exception as e:
             runs.end_parent("FAILED", {"error": str(e)[-4000:]})
             raise

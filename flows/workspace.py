@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 
 import yaml
 
+from stages import graph
 from stages.io import write_text
 
 # Environment of a machine that hands data through a remote: the flows configure the workspace from it.
@@ -83,49 +84,28 @@ def read_yaml(path: Path) -> dict:
 
 def stage_names(ws: str | Path) -> list[str]:
     """Stages in the order dvc.yaml lists them (the pipeline's order)."""
-    return list(read_yaml(Path(ws) / "dvc.yaml").get("stages", {}))
+    return graph.stage_names(ws)
 
 
-def _paths(entries) -> list[tuple[str, bool]]:
-    """dvc.yaml outs/metrics/plots entries -> (path, cached)."""
-    out = []
-    for e in entries or []:
-        if isinstance(e, str):
-            out.append((e, True))
-        else:
-            for path, opts in e.items():
-                out.append((path, (opts or {}).get("cache", True)))
-    return out
-
-
-def stage_outs(spec: dict) -> list[tuple[str, bool]]:
-    return _paths(spec.get("outs")) + _paths(spec.get("metrics")) + _paths(spec.get("plots"))
-
-
-def _inside(path: str, root: str) -> bool:
-    path, root = os.path.normpath(path), os.path.normpath(root)
-    return path == root or path.startswith(root + os.sep)
+def _stage(ws: str | Path, stage: str) -> graph.Stage:
+    found = graph.stage(ws, stage)
+    if found is None:
+        raise StageError(stage, "lookup", f"not a stage of {Path(ws) / 'dvc.yaml'}; stages are {stage_names(ws)}")
+    return found
 
 
 def upstream_inputs(ws: str | Path, stage: str) -> list[str]:
     """The deps of `stage` that another stage produces (and a machine may have to pull)."""
-    stages = read_yaml(Path(ws) / "dvc.yaml").get("stages", {})
-    if stage not in stages:
-        raise StageError(stage, "lookup", f"not a stage of {Path(ws) / 'dvc.yaml'}; stages are {list(stages)}")
-    produced = [p for name, spec in stages.items() if name != stage for p, cached in stage_outs(spec) if cached]
-    deps = [d if isinstance(d, str) else next(iter(d)) for d in stages[stage].get("deps", [])]
-    return [d for d in deps if any(_inside(d, p) for p in produced)]
+    return _stage(ws, stage).inputs_from(graph.read(ws))
 
 
 def params_files(ws: str | Path, stage: str) -> list[str]:
     """The parameter files a stage reads (dvc.yaml `params:`; a bare key means params.yaml)."""
-    spec = read_yaml(Path(ws) / "dvc.yaml").get("stages", {}).get(stage, {})
+    found = graph.stage(ws, stage)
     files = []
-    for entry in spec.get("params", []):
-        for name in ([entry] if isinstance(entry, str) else list(entry)):
-            f = name if isinstance(entry, dict) else "params.yaml"
-            if f not in files and (Path(ws) / f).is_file():
-                files.append(f)
+    for f, _ in found.params if found else []:
+        if f not in files and (Path(ws) / f).is_file():
+            files.append(f)
     return files
 
 
@@ -143,8 +123,9 @@ def set_lock_entry(ws: str | Path, stage: str, entry: dict) -> None:
 
 def uncached_files(ws: str | Path, stage: str) -> dict[str, str]:
     """Small outputs DVC keeps in git rather than the cache (metrics with cache: false): they travel as text."""
-    spec = read_yaml(Path(ws) / "dvc.yaml").get("stages", {}).get(stage, {})
-    return {p: (Path(ws) / p).read_text() for p, cached in stage_outs(spec) if not cached and (Path(ws) / p).is_file()}
+    found = graph.stage(ws, stage)
+    outs = found.outs if found else []
+    return {p: (Path(ws) / p).read_text() for p, cached in outs if not cached and (Path(ws) / p).is_file()}
 
 
 def default_remote(ws: str | Path) -> str | None:

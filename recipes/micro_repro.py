@@ -219,7 +219,7 @@ def plot(results: dict, path: Path) -> None:
 def log_mlflow(params: Params, results: dict, files: list[Path], run_name: str = "micro-repro") -> str:
     import mlflow
 
-    from stages.tracking import finite_metrics, setup
+    from stages.mlflow_log import finite_metrics, setup
 
     setup(params.mlflow)
     with mlflow.start_run(run_name=run_name) as run:
@@ -236,16 +236,19 @@ def log_mlflow(params: Params, results: dict, files: list[Path], run_name: str =
 
 
 def data_stages(params: Params) -> None:
-    from stages import build_samples, extract_frames, ingest, synthesize, tiny_model
+    """The pipeline's stages before the warm start, in dvc.yaml's order (stages/graph.py), each through its own
+    main() on the params.yaml the recipe wrote into this workspace: synthetic data, frames, samples, tiny model."""
+    import importlib
 
+    from stages import graph
+
+    order = graph.stage_names(ROOT)
     t0 = time.time()
-    synthesize.synthesize(params.synthesize)
-    ingest.ingest(params.ingest)
-    extract_frames.extract_frames(params.extract_frames)
-    stats = build_samples.build(params.build_samples, params.extract_frames.out_dir)
-    tiny_model.run(params.tiny_model)
-    print(f"micro-repro: data + tiny model in {time.time() - t0:.0f} s: train {stats['train']} eval {stats['eval']}",
-          flush=True)
+    for name in order[:order.index("sft")]:
+        importlib.import_module(f"stages.{name}").main()
+    samples = Path(params.build_samples.out_dir)
+    print(f"micro-repro: data + tiny model in {time.time() - t0:.0f} s: train "
+          f"{len(read_jsonl(samples / 'train.jsonl'))} eval {len(read_jsonl(samples / 'eval.jsonl'))}", flush=True)
 
 
 def held_for_grpo(rows: list[dict], largest: int, recipe_largest: int, seed: int) -> list[dict]:

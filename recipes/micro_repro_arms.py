@@ -147,7 +147,7 @@ def plot(rows: list[dict], grpo: dict, path: Path) -> None:
 def log_mlflow(params: Params, rows: list[dict], files: list[Path]) -> str:
     import mlflow
 
-    from stages.tracking import finite_metrics, setup
+    from stages.mlflow_log import finite_metrics, setup
 
     setup(params.mlflow)
     with mlflow.start_run(run_name="micro-repro-grpo-vs-sft") as run:

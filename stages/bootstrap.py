@@ -93,6 +93,12 @@ def deltas_to_intervals(task: str, cand_rows: Sequence[dict], ref_rows: Sequence
     return out
 
 
+def drop_excluded(iv: dict, tolerance: float) -> bool:
+    """A metric is kept when a drop larger than `tolerance` is excluded at the interval's level: lower bound of
+    candidate - reference >= -tolerance. The one rule of evaluate's general-ability check and promote's `keep`."""
+    return iv["lo"] >= -tolerance
+
+
 def paired_interval(task: str, cand_rows: Sequence[dict], base_rows: Sequence[dict], *, level: float = 0.95,
                     resamples: int = 2000, seed: int = 0) -> dict[str, dict]:
     """{metric: {delta, lo, hi, level, resamples, n, paired}} of candidate minus base; rows are the per-sample

@@ -20,8 +20,8 @@ from pathlib import Path
 from stages import bootstrap, eval_cache, eval_plots
 from stages import tasks as task_registry
 from stages.io import read_json, read_jsonl, write_json, write_jsonl
+from stages.mlflow_log import TrackingUnavailable
 from stages.params import EvaluateParams, MlflowParams, load_params
-from stages.tracking import TrackingUnavailable
 
 
 EVAL_SAMPLES = "eval_samples.json"
@@ -71,7 +71,7 @@ def general_check(candidate: dict, baseline: dict, p: EvaluateParams, ivs: dict)
     if cand is None or base is None or iv is None:
         return {**out, "kept": None, "reason": f"no {p.general_task} samples evaluated"}
     return {**out, "candidate": cand, "baseline": base, "delta": round(cand - base, 6), "lo": iv["lo"],
-            "hi": iv["hi"], "level": iv["level"], "kept": iv["lo"] >= -p.general_tolerance}
+            "hi": iv["hi"], "level": iv["level"], "kept": bootstrap.drop_excluded(iv, p.general_tolerance)}
 
 
 def blind_line(train_samples: str | None, rows: list[dict], think: bool, protocol: str = "ours") -> dict | None:
@@ -227,7 +227,7 @@ def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlf
 def _connect(mlflow_p: MlflowParams):
     from mlflow import MlflowClient
 
-    from stages.tracking import require_reachable, setup
+    from stages.mlflow_log import require_reachable, setup
 
     uri = setup(mlflow_p, experiment=False)
     require_reachable(uri)
@@ -238,7 +238,7 @@ def _log(client, run_id: str, result: dict, files: list[Path], plots: list[Path]
     """Metrics, intervals, predictions and plots go into the training run, next to its reward curves."""
     from mlflow.entities import Metric
 
-    from stages.tracking import finite_metrics
+    from stages.mlflow_log import finite_metrics
 
     tables = [(who, result[who]["metrics"]) for who in ("candidate", "baseline")]
     tables += [(f"delta{end}", {t: {k: iv[key] for k, iv in m.items()} for t, m in result["intervals"].items()})

@@ -147,7 +147,7 @@ def stage_run_kwargs(stage: str, run_name: str | None = None, tags: dict | None 
 @contextlib.contextmanager
 def start_stage_run(stage: str, run_name: str | None = None, tags: dict | None = None,
                     experiment_id: str | None = None) -> Iterator:
-    """Start the MLflow run of `stage` (call after `stages.tracking.setup`) and yield it: see stage_run_kwargs.
+    """Start the MLflow run of `stage` (call after `stages.mlflow_log.setup`) and yield it: see stage_run_kwargs.
     Runs of its experiment that killed processes of this host left RUNNING are marked KILLED."""
     import mlflow
 

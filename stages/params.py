@@ -382,9 +382,11 @@ class PromoteParams(IntervalParams):
         description="'<task>.<metric>': the interval's lower bound of candidate - reference must exceed this "
                     "(0: an improvement significant at interval_level).")
     keep: dict[str, float] = Field(
-        default_factory=lambda: {"qa.accuracy": 0.02},
+        default_factory=dict,
         description="'<task>.<metric>': a drop larger than this must be excluded at interval_level (lower bound of "
-                    "candidate - reference >= -tolerance; general ability).")
+                    "candidate - reference >= -tolerance). The general-ability metric (evaluate.general_task/"
+                    "general_metric) is added on load with evaluate.general_tolerance; naming it here with another "
+                    "tolerance is refused.")
     lock_timeout_s: float = Field(60.0, description="How long promote/rollback waits for another one to finish.")
     lock_stale_s: float = Field(60.0, description="A promotion lock whose holder has not beaten its heartbeat (every "
                                 "lock_stale_s/4 s) for this long is from a dead process; a holder whose pid is gone "
@@ -427,7 +429,15 @@ class Params(BaseModel):
         problems = cross_section_problems(self)
         if problems:
             raise ValueError("params do not agree across sections:\n  - " + "\n  - ".join(problems))
+        # The general-ability tolerance has one home, evaluate.general_tolerance: the promotion gate keeps the same
+        # metric with the same tolerance (a version evaluate calls 'kept' must not be refused for it, nor the reverse)
+        self.promote.keep.setdefault(general_key(self.evaluate), self.evaluate.general_tolerance)
         return self
+
+
+def general_key(e: "EvaluateParams") -> str:
+    """'<task>.<metric>' of the general-ability check, as promote.keep names metrics."""
+    return f"{e.general_task}.{e.general_metric}"
 
 
 def cross_section_problems(p: "Params") -> list[str]:
@@ -464,7 +474,12 @@ def cross_section_problems(p: "Params") -> list[str]:
         check_params(p.extract_frames)
     except ValueError as e:
         out.append(f"extract_frames: {e}")
-    gates = [("evaluate.general_task/general_metric", f"{p.evaluate.general_task}.{p.evaluate.general_metric}")]
+    general = general_key(p.evaluate)
+    if general in p.promote.keep and p.promote.keep[general] != p.evaluate.general_tolerance:
+        out.append(f"promote.keep[{general!r}]={p.promote.keep[general]} differs from evaluate.general_tolerance="
+                   f"{p.evaluate.general_tolerance}: the general-ability tolerance is one value (leave {general!r} "
+                   f"out of promote.keep; it is taken from evaluate.general_tolerance)")
+    gates = [("evaluate.general_task/general_metric", general)]
     gates += [(f"promote.{kind}", key) for kind in ("improve", "keep") for key in getattr(p.promote, kind)]
     for where, key in gates:
         task, _, metric = key.partition(".")

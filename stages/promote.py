@@ -122,7 +122,7 @@ def _judge(kind: str, limit: float, iv: dict) -> tuple[bool, str]:
     if kind == "improve":
         ok = iv["lo"] > limit
         return ok, f"{diff}: lower bound {'>' if ok else '<='} {limit}" + ("" if ok else ": gain not significant")
-    ok = iv["lo"] >= -limit
+    ok = bootstrap.drop_excluded(iv, limit)
     return ok, f"{diff}: lower bound {'>=' if ok else '<'} -{limit}" + ("" if ok else ": a larger drop is possible")
 
 
@@ -397,24 +397,31 @@ def rollback(client, name: str, p: PromoteParams, by: str | None = None) -> dict
 def _client(params):
     from mlflow import MlflowClient
 
-    from stages.tracking import require_reachable, setup
+    from stages.mlflow_log import require_reachable, setup
 
     uri = setup(params.mlflow, experiment=False)
     require_reachable(uri)
     return MlflowClient(uri)
 
 
+def report(decision: dict, name: str, to_alias: str) -> list[str]:
+    """The decision as lines for a person: the JSON, one line per check, the verdict (CLI and retrain flow)."""
+    verdict = {"promoted": "promoted to", "already_production": "already", "refused": "REFUSED for"}
+    lines = [json.dumps(decision, indent=2, sort_keys=True)]
+    for c in decision.get("checks", []):
+        lines.append(f"promote: {'ok  ' if c['ok'] else 'FAIL'} {c['metric']} vs {c['reference']}"
+                     f"{'' if c.get('paired', True) else ' (unpaired)'}: {c['reason']}")
+    lines.append(f"promote: {name} version {decision['version']} {verdict[decision['decision']]} '{to_alias}' "
+                 f"(references: {', '.join(decision.get('references', [decision['reference']]))})")
+    return lines
+
+
 def main_promote(params, model_name: str | None = None, version: str | None = None, by: str | None = None) -> int:
     """Exit 0 when the version is (now or already) production, 1 when the gate refused it."""
     name = model_name or params.register.model_name
     decision = promote(_client(params), name, params.promote, version, by)
-    print(json.dumps(decision, indent=2, sort_keys=True))
-    verdict = {"promoted": "promoted to", "already_production": "already", "refused": "REFUSED for"}
-    for c in decision.get("checks", []):
-        print(f"promote: {'ok  ' if c['ok'] else 'FAIL'} {c['metric']} vs {c['reference']}"
-              f"{'' if c.get('paired', True) else ' (unpaired)'}: {c['reason']}")
-    print(f"promote: {name} version {decision['version']} {verdict[decision['decision']]} "
-          f"'{params.promote.to_alias}' (references: {', '.join(decision.get('references', [decision['reference']]))})")
+    for line in report(decision, name, params.promote.to_alias):
+        print(line)
     return 1 if decision["decision"] == "refused" else 0
 
 

@@ -10,7 +10,7 @@ Idempotent and restartable, keyed by the training run id (tag `train_run_id`):
   3. otherwise create the logged model, upload, finalize READY, register;
   4. two versions of one run (two registers raced, or a retried create) -> all but the oldest are deleted.
 So a retry after any failure converges on exactly one version with everything attached. An unreachable
-tracking server fails the stage at once with its URI named (stages/tracking.py bounds MLflow's retries).
+tracking server fails the stage at once with its URI named (stages/mlflow_log.py bounds MLflow's retries).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from stages.io import read_json, sha256_file, sha256_json, write_json
 from stages.lineage import git_commit
 from stages.params import MlflowParams, Params, RegisterParams, load_params
 from stages.run_inputs import dvc_hashes
-from stages.tracking import TrackingUnavailable, is_http, metric_name, require_reachable
+from stages.mlflow_log import TrackingUnavailable, is_http, metric_name, require_reachable
 
 # Training-output files that are not part of the model: trainer checkpoints (optimizer state) and the
 # pickled TrainingArguments (a pickle is never shipped).
@@ -138,7 +138,7 @@ def training_run_home(client, summary: dict, experiment: str) -> tuple[str, str 
     (its tag train_run_id still names the run, and stays the idempotence key)."""
     from mlflow.exceptions import MlflowException
 
-    from stages.tracking import ensure_experiment
+    from stages.mlflow_log import ensure_experiment
 
     run_id = summary["mlflow_run_id"]
     try:
@@ -268,7 +268,7 @@ def run(p: RegisterParams, mlflow_p: MlflowParams, model_dir: str, eval_path: st
         repo: str = ".") -> dict:
     from mlflow import MlflowClient
 
-    from stages.tracking import setup
+    from stages.mlflow_log import setup
 
     uri = setup(mlflow_p, experiment=False)
     require_reachable(uri)

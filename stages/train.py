@@ -133,7 +133,7 @@ class MlflowLogger:
             def on_log(self, args, state, control, logs=None, **kwargs):
                 import mlflow
 
-                from stages.tracking import finite_metrics
+                from stages.mlflow_log import finite_metrics
 
                 if logs and state.is_world_process_zero and mlflow.active_run() is not None:
                     mlflow.log_metrics(finite_metrics(logs), step=state.global_step)
@@ -158,7 +158,7 @@ def mlflow_run(is_main: bool, mlflow_p: MlflowParams, run_file: Path, resuming: 
     import mlflow
 
     from stages.lineage import kill_orphaned_runs, owner_tags
-    from stages.tracking import setup
+    from stages.mlflow_log import setup
 
     setup(mlflow_p)
     if mlflow_p.log_system_metrics:

@@ -26,7 +26,7 @@ def test_demo_then_retrain_on_the_stack_registers_there_and_records_a_decision(s
     assert demo["tracking_uri"].startswith("sqlite:") and demo["version"] == "1"
 
     env = stack_env(stack, ws)
-    proc = subprocess.run([sys.executable, "-m", "stages.cli", "retrain"], cwd=ws, env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "videorft", "retrain"], cwd=ws, env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-5000:]  # a refused gate is a decision: the flow still completes
     out = json.loads(proc.stdout[proc.stdout.index("{"):])
@@ -45,7 +45,7 @@ def test_demo_then_retrain_on_the_stack_registers_there_and_records_a_decision(s
     assert ("production" in aliases) == out["stages"]["promote"]["promoted"]
 
     # and again: the stack has it now, so the next run reuses it instead of registering twice
-    again = subprocess.run([sys.executable, "-m", "stages.cli", "retrain"], cwd=ws, env=env, capture_output=True,
+    again = subprocess.run([sys.executable, "-m", "videorft", "retrain"], cwd=ws, env=env, capture_output=True,
                            text=True, timeout=900)
     out2 = json.loads(again.stdout[again.stdout.index("{"):])
     assert not out2["stages"]["register"]["ran"], out2["stages"]

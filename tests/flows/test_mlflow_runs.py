@@ -25,7 +25,7 @@ STARTS_AND_WAITS = """
 import sys, time
 from pathlib import Path
 from stages.params import MlflowParams
-from stages.tracking import setup
+from stages.mlflow_log import setup
 uri, experiment, how, run_file = sys.argv[1:5]
 mp = MlflowParams(tracking_uri=uri, experiment=experiment)
 if how == "stage":

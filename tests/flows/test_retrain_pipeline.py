@@ -31,7 +31,7 @@ def machines(stack, tmp_path_factory):
 
 
 def retrain(stack, ws):
-    proc = subprocess.run([sys.executable, "-m", "stages.cli", "retrain", "--train-deployment", "train-stage/gpu"],
+    proc = subprocess.run([sys.executable, "-m", "videorft", "retrain", "--train-deployment", "train-stage/gpu"],
                           cwd=ws, env=stack_env(stack, ws), capture_output=True, text=True, timeout=900)
     return proc
 

@@ -100,7 +100,7 @@ def machines(stack, tmp_path_factory):
 
 def retrain_cli(stack, ws: Path, *args: str) -> subprocess.CompletedProcess:
     """`videorft retrain` on the CPU machine, training on the gpu pool (as an operator runs it by hand)."""
-    return subprocess.run([sys.executable, "-m", "stages.cli", "retrain", "--train-deployment", "train-stage/gpu",
+    return subprocess.run([sys.executable, "-m", "videorft", "retrain", "--train-deployment", "train-stage/gpu",
                            *args], cwd=ws, env=stack_env(stack, ws), capture_output=True, text=True, timeout=600)
 
 

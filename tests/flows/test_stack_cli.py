@@ -50,7 +50,7 @@ def test_dev_stack_script_up_status_env_down(tmp_path):
 
 def test_serve_publishes_the_scheduled_retrain_deployment(stack):
     env = {**os.environ, **stack["env"]}
-    serve = [sys.executable, "-m", "stages.cli", "serve", "--name", "served", "--cron", "15 4 * * *"]
+    serve = [sys.executable, "-m", "videorft", "serve", "--name", "served", "--cron", "15 4 * * *"]
     # started as a non-interactive shell starts a background job (`videorft serve &` in a script): SIGINT ignored
     proc = subprocess.Popen(serve, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
@@ -85,6 +85,6 @@ def test_serve_publishes_the_scheduled_retrain_deployment(stack):
 
 def test_serve_without_a_server_says_what_to_do():
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    proc = subprocess.run([sys.executable, "-m", "stages.cli", "serve"], cwd=ROOT, env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "videorft", "serve"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode != 0 and "needs a Prefect server" in proc.stderr

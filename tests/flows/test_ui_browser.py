@@ -55,7 +55,7 @@ def retrained(tmp_path_factory):
         ws = make_workspace(root / "ws", tiny={**TINY, "train": {**TINY["train"], "max_steps": 2},
                                                "evaluate": {**TINY["evaluate"], "max_samples_per_task": 1}})
         env = workspace_env(ws, MLFLOW_TRACKING_URI=mlflow.uri, **prefect.env())
-        proc = sh([sys.executable, "-m", "stages.cli", "retrain"], ws, env, timeout=900)
+        proc = sh([sys.executable, "-m", "videorft", "retrain"], ws, env, timeout=900)
         summary = json.loads(proc.stdout[proc.stdout.index("{"):])
         client = MlflowClient(mlflow.uri)
         parent = client.get_run(summary["mlflow_parent_run_id"])

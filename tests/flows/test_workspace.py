@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from flows import workspace as wsp
+from stages import graph
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,7 +63,7 @@ def small_repo(path: Path, remote: Path | None = None) -> Path:
 
 def test_outputs_params_and_lock_handoff(tmp_path):
     ws = small_repo(tmp_path / "ws")
-    assert wsp.stage_outs(yaml.safe_load(SMALL)["stages"]["use"]) == [("out.txt", True), ("m.json", False)]
+    assert graph.stage(ws, "use").outs == [("out.txt", True), ("m.json", False)]  # stages/graph.py reads dvc.yaml
     assert wsp.params_files(ws, "use") == ["knobs.yaml"]
     assert wsp.upstream_inputs(ws, "use") == ["data"]
     (ws / "m.json").write_text('{"n": 2}')

@@ -27,9 +27,10 @@ BASE = base_values()
 def videorft(args, tmp_path, server, name, **popen):
     params = tmp_path / "params.yaml"
     if not params.exists():
-        params.write_text(yaml.safe_dump({"register": {"model_name": name}, "promote": GATE}))
+        params.write_text(yaml.safe_dump({"register": {"model_name": name}, "promote": GATE,  # one tolerance:
+                                          "evaluate": {"general_tolerance": GATE["keep"]["qa.accuracy"]}}))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": server.uri}
-    cmd = [sys.executable, "-m", "stages.cli"] + args + ["--params", str(params)]
+    cmd = [sys.executable, "-m", "videorft"] + args + ["--params", str(params)]
     return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             **popen)
 

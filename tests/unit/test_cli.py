@@ -7,7 +7,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from stages.cli import main  # noqa: E402
+from videorft.cli import main  # noqa: E402
 
 
 def run(argv, capsys):

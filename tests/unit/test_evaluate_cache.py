@@ -185,7 +185,7 @@ def test_metrics_predictions_and_plots_go_into_the_training_run(tiny_model_dir, 
 
 def test_unreachable_tracking_server_fails_before_generating(samples, tmp_path, monkeypatch):
     from infra.devstack import free_port
-    from stages.tracking import TrackingUnavailable
+    from stages.mlflow_log import TrackingUnavailable
 
     uri = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

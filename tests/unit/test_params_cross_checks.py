@@ -54,3 +54,18 @@ def test_tasks_must_be_annotated_and_gate_metrics_evaluated():
         load_params(PARAMS, ["build_samples.annotations={tg: a.json, gqa: b.json, tracking: c.json}",
                              "train.tasks=[tg]", "sft.enabled=true", "evaluate.general_task=tg",
                              "evaluate.general_metric=mIoU", "promote.keep={}"])
+
+
+def test_the_general_ability_tolerance_is_one_value():
+    """evaluate's general-ability check and promote's gate keep the same metric with the same tolerance
+    (evaluate.general_tolerance), judged by one rule (stages.bootstrap.drop_excluded)."""
+    from stages.bootstrap import drop_excluded
+
+    p = load_params(PARAMS)
+    assert p.promote.keep["qa.accuracy"] == p.evaluate.general_tolerance == 0.10
+    assert load_params(PARAMS, ["evaluate.general_tolerance=0.05"]).promote.keep["qa.accuracy"] == 0.05
+    load_params(PARAMS, ["promote.keep={qa.accuracy: 0.10}"])  # the same value named twice is fine
+    with pytest.raises(ValueError, match=r"promote.keep\['qa.accuracy'\]=0.05 differs from "
+                                         r"evaluate.general_tolerance=0.1"):
+        load_params(PARAMS, ["promote.keep={qa.accuracy: 0.05}"])
+    assert drop_excluded({"lo": -0.10}, 0.10) and not drop_excluded({"lo": -0.1000001}, 0.10)

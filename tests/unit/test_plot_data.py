@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from stages import eval_plots  # noqa: E402
-from stages.cli import exps_keep, main  # noqa: E402
+from videorft.cli import exps_keep, main  # noqa: E402
 
 HISTORY = {
     "reward": [(10, 1.5), (20, 1.25)],
@@ -117,7 +117,7 @@ def test_exps_prints_and_runs_dvc_exp_show_on_this_repository(capsys, monkeypatc
     if shutil.which("git") is None:
         pytest.skip("no git")
     monkeypatch.chdir(ROOT)
-    res = subprocess.run([sys.executable, "-m", "stages.cli", "exps", "-n", "1", "--csv"], capture_output=True,
+    res = subprocess.run([sys.executable, "-m", "videorft", "exps", "-n", "1", "--csv"], capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     header = res.stdout.splitlines()[0].split(",")

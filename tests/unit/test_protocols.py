@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from stages import cli
+from videorft import cli
 from stages import tasks as T
 from stages.evaluate import sample_table
 from stages.params import EvaluateParams

@@ -8,7 +8,7 @@ import yaml
 from infra.devstack import free_port
 from stages import model_card, register
 from stages.params import MlflowParams, RegisterParams
-from stages.tracking import TrackingUnavailable
+from stages.mlflow_log import TrackingUnavailable
 
 EVAL = {"candidate": {"model": "models/run", "model_sha256": "m" * 64,
                       "metrics": {"tg": {"mIoU": 0.25, "R@0.5": 0.2, "count": 4}, "qa": {"accuracy": 0.5, "count": 4}}},

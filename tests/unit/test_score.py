@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stages import cli
+from videorft import cli
 from stages.score import read_predictions, score_predictions
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "annotation-samples"
@@ -241,7 +241,7 @@ def test_score_predictions_counts_reconcile():
 def test_console_script(tmp_path):
     preds = write_predictions(tmp_path / "p.jsonl", TG_LINES[:1])
     exe = Path(sys.executable).with_name("videorft")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "stages.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "videorft"]
     proc = subprocess.run([*cmd, "score", "--task", "tg", "--annotations", str(CHARADES), "--predictions",
                            str(preds)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -4,7 +4,7 @@ import json
 
 import yaml
 
-from stages import cli
+from videorft import cli
 from stages.evaluate import intervals
 from stages.params import EvaluateParams
 from tests.eval_tables import base_values, metrics, noisy, samples, shifted

@@ -1,11 +1,11 @@
-"""`videorft` command line: thin entry points over the stages and flows."""
+"""`videorft` command line: thin entry points over the stages and flows (this package sits above both; stages never
+import it, nor flows)."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 
 def fail(message: str) -> SystemExit:
@@ -25,11 +25,9 @@ def load_params_file(path: str):
 
 def check_stages(stages: list[str]) -> None:
     """Stage names must be dvc.yaml's (this directory's pipeline), checked before a flow or server starts."""
-    import yaml
+    from stages.graph import stage_names
 
-    dvc_yaml = Path("dvc.yaml")
-    tree = yaml.safe_load(dvc_yaml.read_text()) if dvc_yaml.is_file() else None
-    known = list((tree or {}).get("stages", {}))
+    known = stage_names()
     bad = [s for s in stages if s not in known]
     if bad:
         raise fail(f"unknown stage {', '.join(bad)}; dvc.yaml here has: {' '.join(known) or 'no stages'}")
@@ -139,7 +137,7 @@ def cmd_serve(args) -> int:
 def cmd_promote(args) -> int:
     """Move `production` to a version only if the gate in params.yaml (section promote) holds."""
     from stages.promote import main_promote
-    from stages.tracking import TrackingUnavailable
+    from stages.mlflow_log import TrackingUnavailable
 
     params = load_params_file(args.params)
     try:
@@ -152,7 +150,7 @@ def cmd_promote(args) -> int:
 def cmd_rollback(args) -> int:
     """Move `production` back to the version that held it before."""
     from stages.promote import main_rollback
-    from stages.tracking import TrackingUnavailable
+    from stages.mlflow_log import TrackingUnavailable
 
     params = load_params_file(args.params)
     try:
