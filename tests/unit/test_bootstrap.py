@@ -70,6 +70,9 @@ def random_rows(task: str, n: int, rng: random.Random) -> list[dict]:
         if task == "tracking":  # unequal frame counts: SR pools frames, so it is not a mean over sequences
             ious = [rng.choice([0.5, 0.75, rng.random()]) for _ in range(rng.choice([0, 1, 3, 8]))]
             return {"miou": sum(ious) / max(len(ious), 1), "ious": ious, "parsed": bool(ious)}
+        if task == "stvg":
+            return {"tiou": rng.choice([0.0, 0.5, rng.random()]), "viou": rng.choice([0.0, 0.3, 0.5, rng.random()]),
+                    "parsed": rng.random() < 0.9}
         return {"correct": float(rng.random() < 0.5), "parsed": rng.random() < 0.9}
     return [row() for _ in range(n)]
 

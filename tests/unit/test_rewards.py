@@ -25,6 +25,8 @@ SOLUTIONS = {
     "gqa": {"answer": "(C)", "glue": [[1.0, 5.0]]},
     "tracking": {"boxes": BOXES},
     "qa": {"answer": "B"},
+    "stvg": {"timestamps": [2.0, 6.0], "frame_times": [0.0, 2.0, 4.0, 6.0],
+             "boxes": [None, [0.1, 0.1, 0.5, 0.5], [0.2, 0.1, 0.6, 0.5], None]},
 }
 
 
@@ -259,6 +261,9 @@ def test_reward_function_names_and_parts():
         "tracking_iou",
         "qa_format",
         "qa_accuracy",
+        "stvg_format",
+        "stvg_tiou",
+        "stvg_viou",
     ]
     assert T.reward_names(list(TASK_NAMES)) == [f.__name__ for f in funcs]
     with pytest.raises(ValueError, match="duplicate"):
@@ -371,7 +376,8 @@ def test_adversarial_completions_are_scored_totally_from_a_bounded_tail(name):
             assert all(0.0 <= v <= 1.0 for v in metrics.values() if isinstance(v, float))
         if len(text) > MAX_TEXT_CHARS:
             assert parts["format"] == 0.0
-    batch = {"prompts": ["p"] * 4, "completions": [text] * 4, "task": list(TASK_NAMES),
+    n = len(TASK_NAMES)
+    batch = {"prompts": ["p"] * n, "completions": [text] * n, "task": list(TASK_NAMES),
              "solution": [SOLUTIONS[t] for t in TASK_NAMES]}
     for fn in T.reward_functions(list(TASK_NAMES)):
         assert sum(v is not None for v in fn(**batch)) == 1
