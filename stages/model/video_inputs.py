@@ -1,62 +1,43 @@
-"""Turn a chat prompt + cached frames into model inputs. Used by training (rollouts and loss forward) and by
-evaluation, so the model sees the video the same way in both.
+"""Turn a chat prompt + cached frames into model inputs. Used by training (rollouts and loss forward), SFT and
+evaluation, so the model sees the video the same way in all of them.
 
-Frames come already sampled and resized from the frame cache (stage extract_frames); the processor only
-normalises and patchifies them (Qwen3-VL's processor also rounds sizes to its patch 16 x merge 2). The frame
-timing travels as video metadata: Qwen2.5-VL turns the sampled fps into second_per_grid_ts = temporal_patch_size /
-fps (absolute time in its position ids); Qwen3-VL writes each frame group's timestamp into the prompt text
-("<1.2 seconds>"), taken from the frame cache's real timestamps when they are known.
+Frames come already sampled and resized from the frame cache (stage extract_frames; read by
+stages/video/frames.py); the processor only normalises and patchifies them (Qwen3-VL's processor also rounds sizes
+to its patch 16 x merge 2). The frame timing travels as video metadata: Qwen2.5-VL turns the sampled fps into
+second_per_grid_ts = temporal_patch_size / fps (absolute time in its position ids); Qwen3-VL writes each frame
+group's timestamp into the prompt text ("<1.2 seconds>"), taken from the frames' real times when they are known.
+
+A sample row carries those times (frame_times, written by build_samples from the frame meta). A row without them
+(a samples file written before frame_times existed, a row made by hand) falls back to the frame cache's meta
+beside the frames file, and frames without meta to frame i at i / fps: the inputs are the same either way.
 """
 from __future__ import annotations
 
-import json
-from functools import lru_cache
-from pathlib import Path
-
 import numpy as np
 import torch
+
+from stages.video.frames import Frames, read_cached
 
 VISION_PLACEHOLDERS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")
 # per-video tensors a processor may return next to input_ids; each is concatenated over the videos of a batch
 VIDEO_FIELDS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
 
 
-class FramesError(ValueError):
-    """A sample's frames file cannot be used; the message names the file and the sample."""
+def sample_frames(row: dict) -> Frames:
+    """The frames of a sample row and their times: from the row when it carries frame_times, else from the frame
+    cache's meta (module docstring). Errors name the file and the sample."""
+    item = f"sample {row['id']!r}" if row.get("id") is not None else None
+    times = row.get("frame_times")
+    if times is None:
+        return read_cached(row["frames"], item)
+    return read_cached(row["frames"], item, meta=False)._replace(times=[float(t) for t in times])
 
 
-@lru_cache(maxsize=256)
-def _load(path: str) -> np.ndarray:
-    return np.load(path, mmap_mode="r")
-
-
-def load_frames(path: str, sample_id: str | None = None) -> np.ndarray:
-    """Frames (T, H, W, 3) uint8 from the frame cache (memory-mapped .npy). A file that is missing, cut short
-    (numpy's "mmap length is greater than file size") or not a frame array raises FramesError naming the file and,
-    when given, the sample that uses it."""
-    try:
-        frames = _load(path)
-    except (OSError, ValueError, EOFError) as e:
-        raise FramesError(_unusable(path, sample_id, f"{type(e).__name__}: {e}")) from e
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise FramesError(_unusable(path, sample_id, f"holds {frames.dtype} {frames.shape}, not uint8 (T, H, W, 3)"))
-    return frames
-
-
-def _unusable(path: str, sample_id: str | None, why: str) -> str:
-    who = f"sample {sample_id!r}: " if sample_id is not None else ""
-    return f"{who}frames file {path} unusable ({why}); run extract_frames again (dvc repro extract_frames)"
-
-
-@lru_cache(maxsize=4096)
-def load_timestamps(path: str) -> tuple[float, ...] | None:
-    """Seconds of each cached frame, from the frame cache's sidecar <video>.json; None when it is not there."""
-    meta = Path(path).with_suffix(".json")
-    try:
-        stamps = json.loads(meta.read_text()).get("timestamps")
-    except (OSError, json.JSONDecodeError):
-        return None
-    return tuple(float(t) for t in stamps) if stamps else None
+def encode_sample(processor, row: dict, messages: list[dict] | None = None) -> dict:
+    """encode() of a sample row (prompt, frames, fps, frame_times); `messages` default to the row's prompt text
+    as the single video turn."""
+    frames = sample_frames(row)
+    return encode(processor, messages or video_message(row["prompt"]), frames.array, row["fps"], frames.times)
 
 
 def video_message(text: str) -> list[dict]:
@@ -71,25 +52,15 @@ def placeholder_token_ids(tokenizer) -> list[int]:
     return sorted({i for i in ids if i is not None and i != unk})
 
 
-def _timestamps_of(frames: np.ndarray, n: int) -> list[float] | None:
-    """Real frame times when `frames` is a memory-mapped frame-cache file (load_frames), else None."""
-    name = getattr(frames, "filename", None)
-    stamps = load_timestamps(str(name)) if name else None
-    return list(stamps) if stamps and len(stamps) == n else None
-
-
 def encode(processor, messages: list[dict], frames: np.ndarray, fps: float,
            timestamps: list[float] | None = None) -> dict:
     """One prompt with its video -> input_ids (1-D list) and the video tensors of that one video.
 
-    `timestamps` (seconds per frame) default to the frame cache's sidecar when `frames` came from load_frames, else
-    frame i sits at i / fps. They only change Qwen3-VL's text time stamps: the sampled fps stays `fps` either way,
-    so Qwen2.5-VL's second_per_grid_ts is temporal_patch_size / fps as before."""
+    `timestamps` (seconds per frame; None: frame i sits at i / fps) only change Qwen3-VL's text time stamps: the
+    sampled fps stays `fps` either way, so Qwen2.5-VL's second_per_grid_ts is temporal_patch_size / fps."""
     from transformers.video_utils import VideoMetadata
 
     n = int(frames.shape[0])
-    if timestamps is None:
-        timestamps = _timestamps_of(frames, n)
     if timestamps is not None and len(timestamps) != n:
         raise ValueError(f"{len(timestamps)} timestamps for {n} frames")
     fps = float(fps)
@@ -120,12 +91,3 @@ def model_video_kwargs(rows: list[dict], input_ids: torch.Tensor, video_token_id
     kwargs = {key: torch.cat([r[key] for r in rows]).to(device) for key in VIDEO_FIELDS if key in rows[0]}
     kwargs["mm_token_type_ids"] = mm
     return kwargs
-
-
-def shuffle_frames(frames: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(a copy of `frames` in a random order that is never the original one, that order) — T-GRPO's contrast."""
-    n = int(frames.shape[0])
-    order = rng.permutation(n)
-    if n > 1 and (order == np.arange(n)).all():
-        order = np.roll(order, 1)
-    return np.ascontiguousarray(frames[order]), order
