@@ -23,7 +23,7 @@ from stages import evaluate  # noqa: E402
 from stages import tasks as task_registry  # noqa: E402
 from stages.io import write_jsonl  # noqa: E402
 from stages.params import EvaluateParams, MlflowParams, TinyModelParams  # noqa: E402
-from stages.rl.tiny_model import build_tiny_model  # noqa: E402
+from stages.model.tiny import build_tiny_model  # noqa: E402
 
 PROBLEMS = {
     "tg": ({"duration": 8.0, "sentence": "the red square moves right"}, {"timestamps": [1.0, 4.0]}),

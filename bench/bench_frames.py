@@ -11,7 +11,8 @@ What is timed:
   2. the extract_frames stage over all clips with workers=1 on one core vs workers=2 on two cores (fresh cache
      each time, so everything is decoded; the second figure includes starting the worker processes), next to
      what the machine gives two busy-loop processes at that moment (its ceiling: 2.0 when idle);
-  3. loading a sample's frames from the frame cache (np.load) vs decoding them (our fastest path).
+  3. loading a sample's frames from the frame cache (stages/video/frames.py, read fully) vs decoding them (our
+     fastest path).
 Rounds interleave the methods and the medians are reported, with CPU-time ratios next to wall-time ones: the
 machine may be shared, and CPU time is what a busy neighbour disturbs least.
 """
@@ -29,8 +30,6 @@ from pathlib import Path
 os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")  # read at import time by qwen_vl_utils
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-
 from bench.common import make_clip, median  # noqa: E402
 from stages.extract_frames import extract_frames  # noqa: E402
 from stages.ingest import ingest  # noqa: E402
@@ -38,6 +37,7 @@ from stages.io import read_jsonl  # noqa: E402
 from stages.params import ExtractFramesParams, IngestParams  # noqa: E402
 from stages.video.decode import read_frames  # noqa: E402
 from stages.video.extract import plan_for, work  # noqa: E402
+from stages.video.frames import read_cached  # noqa: E402
 
 # (seconds, width, height) per clip: 10-30 s, two resolutions
 CLIPS = [(20, 640, 360), (30, 640, 360), (10, 640, 360), (25, 640, 360), (15, 640, 360), (28, 640, 360),
@@ -169,7 +169,8 @@ def parallel(raw: Path, rounds: int, scratch: Path, cores: list[int]) -> dict:
 
 
 def cache_vs_decode(raw: Path, rows: list[dict], scratch: Path, repeat: int = 5) -> dict:
-    """Per clip: np.load of the cached frames vs decoding them again (pyav, one thread)."""
+    """Per clip: reading the cached frames (stages/video/frames.py, fully) vs decoding them again (pyav, one
+    thread)."""
     root = Path(tempfile.mkdtemp(dir=scratch))
     p = params(raw_dir=str(raw), out_dir=str(root / "frames"), cache_dir=str(root / "cache"))
     extract_frames(p)
@@ -177,7 +178,8 @@ def cache_vs_decode(raw: Path, rows: list[dict], scratch: Path, repeat: int = 5)
     for row in rows:
         plan = plan_for(row, p)
         path = root / "frames" / f"{row['id']}.npy"
-        load.append(min(clock(lambda: np.load(path))[0] for _ in range(repeat)))  # read fully, not memory-mapped
+        load.append(min(clock(lambda: read_cached(path, mmap=False, meta=False))[0]  # read fully, not memory-mapped
+                        for _ in range(repeat)))
         decode.append(min(clock(lambda: read_frames(row["path"], plan.indices, "pyav", (plan.height, plan.width)))[0]
                           for _ in range(2)))
     shutil.rmtree(root)

@@ -164,7 +164,7 @@ def tiny_grpo_step(steps: int) -> dict:
     from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
 
     from stages.params import TinyModelParams, TrainParams
-    from stages.rl.tiny_model import build_tiny_model
+    from stages.model.tiny import build_tiny_model
     from stages.rl.video_grpo import VideoGRPOTrainer
     from stages.train import build_dataset, grpo_config
 

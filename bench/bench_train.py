@@ -38,7 +38,7 @@ def one(frames: int, g: int, steps: int, warmup: int, tokens: int) -> dict:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from stages.params import TinyModelParams, TrainParams
-    from stages.rl.tiny_model import build_tiny_model
+    from stages.model.tiny import build_tiny_model
     from stages.train import build_dataset, grpo_config
 
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))

@@ -47,8 +47,9 @@ def build(args, device: str, dtype):
     """(model, processor) with random weights: the tiny model's tokenizer/processor, the 7B architecture."""
     from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
+    from stages.model.processor import build_processor
+    from stages.model.tiny import SPECIAL_TOKENS, build_config, build_tokenizer
     from stages.params import TinyModelParams
-    from stages.rl.tiny_model import SPECIAL_TOKENS, build_config, build_processor, build_tokenizer
 
     tokenizer = build_tokenizer(512)
     processor = build_processor(tokenizer, max_pixels=16384 * 28 * 28)  # frames arrive budgeted

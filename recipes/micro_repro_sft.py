@@ -54,14 +54,15 @@ def choose(params: Params, start: str, n: int, rows: list[dict], val_rows: list[
     import torch
 
     from stages import sft
-    from stages.rl.generate import generate, load_policy
+    from stages.model.generate import generate
+    from stages.model.load import load_model
 
     think, p = params.build_samples.think, params.sft
     trials = []
     c0 = time.process_time()
     for lr in lrs:
         torch.manual_seed(seed)
-        model, processor = load_policy(start)
+        model, processor = load_model(start)
         model.float()
         rng = random.Random(seed)
         examples = [sft.encode_example(processor, r, think) for r in sft.select_rows(rows, None, seed)]

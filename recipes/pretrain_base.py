@@ -33,6 +33,7 @@ from recipes.micro_repro import data_stages  # noqa: E402
 from stages import tasks as task_registry  # noqa: E402
 from stages.blind import blind_reference  # noqa: E402
 from stages.io import read_jsonl, write_json, write_text  # noqa: E402
+from stages.model.video_inputs import sample_frames  # noqa: E402
 from stages.params import Params, load_params  # noqa: E402
 
 RECIPE = ROOT / "recipes/pretrain-base.yaml"
@@ -51,8 +52,8 @@ def recipe_params(recipe: Path, extra: list[str]) -> Params:
 
 
 def frame_times(row: dict) -> list[float]:
-    """Presentation times of the frames the model sees for this sample (the frame cache's sidecar JSON)."""
-    return [float(t) for t in json.loads(Path(row["frames"]).with_suffix(".json").read_text())["timestamps"]]
+    """Presentation times of the frames the model sees for this sample (the row's frame_times)."""
+    return sample_frames(row).times
 
 
 def _grid(t: float) -> float:

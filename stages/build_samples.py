@@ -152,6 +152,7 @@ def build(p: BuildSamplesParams, frames_dir: str) -> dict:
             "id": s["id"], "task": s["task"], "video_id": s["video_id"],
             "frames": str(Path(frames_dir) / f"{s['video_id']}.npy"),
             "fps": meta["fps"], "num_frames": meta["num_frames"],
+            "frame_times": meta.get("timestamps"),  # seconds per frame: the model's inputs read them from here
             "problem": s["problem"], "solution": s["solution"],
             "prompt": s.pop("prompt"),
         }

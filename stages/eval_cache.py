@@ -5,10 +5,11 @@ computed once. Only the raw completions are cached (scoring is cheap and re-done
 task's parser or metric is never hidden by the cache). The key is a hash of everything that can change a
 completion:
   - model: content hash of the model folder's files (weights, config, tokenizer, processor, chat template);
-  - inputs: per row id, task, prompt text, fps and the content hash of its frame file, in evaluation order;
+  - inputs: per row id, task, prompt text, fps, frame times (when the row carries them) and the content hash of
+    its frame file, in evaluation order;
   - decoding: the pinned decoding settings, max_new_tokens and batch_size (left padding depends on the batch);
-  - code: the generation code (stages/rl/generate.py, stages/rl/video_inputs.py), torch and transformers
-    versions, and the device kind.
+  - code: the generation code (stages/model/generate.py, stages/model/video_inputs.py, the frame reader
+    stages/video/frames.py), torch and transformers versions, and the device kind.
 Entries are <cache_dir>/<key>.json, written atomically; a torn or mismatched entry is ignored and rewritten.
 File hashes are memoised by (path, size, mtime) in <cache_dir>/file-hashes.json so a 15 GB checkpoint is hashed
 once, not on every evaluation.
@@ -23,7 +24,7 @@ from stages.io import read_json, sha256_file, sha256_json, write_json
 
 # Files of a training output folder that do not change what the model generates.
 _NOT_MODEL = {"train_summary.json", "training_args.bin"}
-_GENERATION_CODE = ("rl/generate.py", "rl/video_inputs.py")
+_GENERATION_CODE = ("model/generate.py", "model/video_inputs.py", "video/frames.py")
 
 
 class FileHasher:
@@ -80,7 +81,8 @@ def model_fingerprint(name_or_path: str, hasher: FileHasher) -> str:
 
 def inputs_fingerprint(rows: list[dict], hasher: FileHasher) -> str:
     """What the model sees, row by row: the evaluation data version as far as generation is concerned."""
-    return sha256_json([[r["id"], r["task"], r["prompt"], float(r["fps"]), hasher(r["frames"])] for r in rows])
+    return sha256_json([[r["id"], r["task"], r["prompt"], float(r["fps"]), hasher(r["frames"])]
+                        + ([r["frame_times"]] if r.get("frame_times") is not None else []) for r in rows])
 
 
 def code_fingerprint(device: str) -> str:

@@ -143,16 +143,17 @@ def _device() -> str:
 
 
 def generate_outputs(name_or_path: str, rows: list[dict], p: EvaluateParams) -> list[str]:
-    from stages.rl.generate import generate, load_policy
+    from stages.model.generate import generate
+    from stages.model.load import load_model
 
-    model, processor = load_policy(name_or_path)
+    model, processor = load_model(name_or_path)
     return generate(model, processor, rows, p.max_new_tokens, p.batch_size, desc=f"evaluate {name_or_path}")
 
 
 def baseline_outputs(name_or_path: str, rows: list[dict], p: EvaluateParams,
                      hasher: eval_cache.FileHasher, inputs_fp: str) -> tuple[list[str], dict]:
     """The base model's completions, from the cache when the same model saw the same inputs the same way."""
-    from stages.rl.generate import DECODING
+    from stages.model.generate import DECODING
 
     if cache_dir(p) is None:
         return generate_outputs(name_or_path, rows, p), {"cached": False, "cache": None}

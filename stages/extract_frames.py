@@ -2,7 +2,8 @@
 
 Reads raw_dir/manifest.jsonl (ingest) and writes, per item, out_dir/<id>.npy (uint8 (T, H, W, 3) RGB, already
 resized) and out_dir/<id>.json (see `frame_meta`); out_dir/index.jsonl lists what was extracted and
-out_dir/quarantine.jsonl what failed, with the reason (extracted + quarantined = manifest rows).
+out_dir/quarantine.jsonl what failed, with the reason (extracted + quarantined = manifest rows). Readers of
+that folder go through stages/video/frames.py read_frames.
 Videos follow stages.video.budget.plan_video; JPEG frame folders (tracking) get exactly tracking_frames frames at
 round(linspace(0, N-1, tracking_frames)), the GOT-10k box convention of the synthetic generator.
 
@@ -20,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from stages.io import quarantine_record, read_json, read_jsonl, write_json, write_jsonl
@@ -114,19 +114,6 @@ def extract_frames(p: ExtractFramesParams) -> dict:
             "reused": statuses.count("cached"), "redecoded": len(redecoded), "quarantined": len(bad),
             "frames": sum(m["num_frames"] for m in index),
             "cpu_s": round(sum(v[2] for s, v in results if s != "bad"), 3)}  # summed over the workers
-
-
-def load_frames(frames_dir: str | Path, video_id: str, mmap: bool = True) -> tuple[np.ndarray, dict]:
-    """The cached frames (uint8 (T, H, W, 3); memory-mapped by default) and their meta."""
-    d = Path(frames_dir)
-    meta = read_json(d / f"{video_id}.json")
-    try:
-        frames = np.load(d / f"{video_id}.npy", mmap_mode="r" if mmap else None)
-    except (OSError, ValueError, EOFError) as e:  # e.g. a file cut short: "mmap length is greater than file size"
-        raise ValueError(f"{video_id}: frames file {d / f'{video_id}.npy'} unusable ({type(e).__name__}: {e})") from e
-    if frames.shape[0] != meta["num_frames"]:
-        raise ValueError(f"{video_id}: {frames.shape[0]} frames cached, meta says {meta['num_frames']}")
-    return frames, meta
 
 
 def main() -> None:

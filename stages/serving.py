@@ -13,7 +13,7 @@ One input row per question (columns of `SIGNATURE`):
 Each row goes through the project's own code: the video is probed and sampled under the frame budget the model was
 evaluated with (stages/video: plan_for, read_frames; tracking gets `tracking_frames` frames as in training), the
 prompt is rendered from the templates shipped in the model (`prompts/`, stages/tasks.render_prompt), the model
-generates with evaluation's pinned greedy decoding (stages/rl/generate.py), and the task's parser reads the answer.
+generates with evaluation's pinned greedy decoding (stages/model/generate.py), and the task's parser reads the answer.
 Output columns: task, answer (the generated text), parsed (the parsed answer as JSON: tg [start, end] seconds, gqa
 {"answer", "glue"}, tracking [[x0, y0, x1, y1], ...], qa a letter; null when it does not parse), num_frames, fps,
 error (null, or why the row could not be answered: the other rows are still answered).
@@ -41,7 +41,7 @@ OUTPUTS = ("task", "answer", "parsed", "num_frames", "fps", "error")
 # Problem fields whose cells are numbers (double: absent cells of a mixed batch are NaN) or JSON lists; every
 # other problem field is text.
 NUMBER_FIELDS = ("duration", "num_boxes")
-JSON_LIST_FIELDS = ("options", "init_box")
+JSON_LIST_FIELDS = ("options", "init_box", "frame_times")
 
 
 def problem_fields() -> dict[str, tuple[str, ...]]:
@@ -119,18 +119,18 @@ class VideoTaskModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         from stages.params import ExtractFramesParams
-        from stages.rl.generate import load_policy
+        from stages.model.load import load_model
 
         cfg = json.loads((self.root / CONFIG).read_text(encoding="utf-8"))
         self.cfg = cfg
         self.frames_p = ExtractFramesParams(**cfg["extract_frames"])
-        self.model, self.processor = load_policy(str(self.root))
+        self.model, self.processor = load_model(str(self.root))
 
     def predict(self, context, model_input, params=None):
         import pandas as pd
 
         from stages import tasks
-        from stages.rl.generate import generate
+        from stages.model.generate import generate
 
         rows = model_input.to_dict(orient="records") if hasattr(model_input, "to_dict") else list(model_input)
         results: list[dict] = []
@@ -172,19 +172,22 @@ class VideoTaskModel(mlflow.pyfunc.PythonModel):
         fps = round(plan.sample_fps, 6)
         stem = tmp / f"row{i}"
         np.save(stem.with_suffix(".npy"), np.ascontiguousarray(frames, dtype=np.uint8))
-        stem.with_suffix(".json").write_text(json.dumps({"timestamps": plan.timestamps}))  # as extract_frames
         problem = {k: _json_list(i, k, v) if k in JSON_LIST_FIELDS else v
                    for k in module.PROBLEM_FIELDS if (v := _cell(row.get(k))) is not None}
         if "duration" in module.PROBLEM_FIELDS:
             problem.setdefault("duration", info.duration)
         if "num_boxes" in module.PROBLEM_FIELDS:
             problem.setdefault("num_boxes", plan.num_frames)
+        if "frame_times" in module.PROBLEM_FIELDS:  # stvg lists the sampled frames' times, as bind_frames does
+            problem.setdefault("frame_times", [round(float(t), 2) for t in plan.timestamps])
         try:
             prompt = tasks.render_prompt(task, problem, think=bool(self.cfg["think"]),
                                          prompt_dir=str(self.root / "prompts"))
         except (KeyError, ValueError) as e:
             raise ValueError(f"row {i}: {task} needs {', '.join(module.PROBLEM_FIELDS)} ({e})") from None
-        return {"gen": {"id": f"row{i}", "prompt": prompt, "frames": str(stem.with_suffix(".npy")), "fps": fps},
+        gen = {"id": f"row{i}", "prompt": prompt, "frames": str(stem.with_suffix(".npy")), "fps": fps,
+               "frame_times": plan.timestamps}  # as build_samples writes them
+        return {"gen": gen,
                 "result": {"task": task, "answer": "", "parsed": None, "num_frames": plan.num_frames, "fps": fps,
                            "error": None}}
 

@@ -45,9 +45,9 @@ def encode_example(processor, row: dict, think: bool, solution: dict | None = No
     """(input_ids, labels, video rows) for one sample: loss only on the answer tokens (+ end of turn)."""
     import torch
 
-    from stages.rl.video_inputs import encode, load_frames, video_message
+    from stages.model.video_inputs import encode_sample
 
-    enc = encode(processor, video_message(row["prompt"]), load_frames(row["frames"], row.get("id")), row["fps"])
+    enc = encode_sample(processor, row)
     tok = processor.tokenizer
     target = target_text(row["task"], solution or row["solution"], think)
     answer = tok(target, add_special_tokens=False)["input_ids"]
@@ -61,7 +61,7 @@ def sft_loss(model, processor, batch: list[tuple], video_token_id: int):
     """Mean token cross-entropy of a right-padded batch, the video in the forward."""
     import torch
 
-    from stages.rl.video_inputs import model_video_kwargs
+    from stages.model.video_inputs import model_video_kwargs
 
     width = max(len(ids) for ids, _, _ in batch)
     pad = processor.tokenizer.pad_token_id

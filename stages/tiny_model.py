@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from stages.params import TinyModelParams, load_params
-from stages.rl.tiny_model import build_tiny_model
+from stages.model.tiny import build_tiny_model
 
 
 def run(p: TinyModelParams) -> dict:

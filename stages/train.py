@@ -67,7 +67,7 @@ def build_dataset(rows: list[dict], tasks: list[str]):
     already in the rows (build_samples repeats/subsamples them); the sampler draws rows uniformly."""
     from datasets import Dataset
 
-    from stages.rl.video_inputs import video_message
+    from stages.model.video_inputs import video_message
 
     keep = [r for r in rows if r["task"] in tasks]
     if not keep:
@@ -79,6 +79,7 @@ def build_dataset(rows: list[dict], tasks: list[str]):
             "prompt": video_message(r["prompt"]),
             "frames": r["frames"],
             "fps": float(r["fps"]),
+            "frame_times": r.get("frame_times"),  # None: read beside the frames (stages/model/video_inputs.py)
             "solution": json.dumps(r["solution"]),  # one string column: solutions differ in shape per task
         }
         for r in keep
@@ -199,7 +200,7 @@ def save_final(trainer, processor, p: TrainParams, model_p: ModelParams, out: Pa
     if p.lora.enabled:
         trainer.save_model(str(out / "adapter"))
         if is_main:
-            from stages.rl.policy import merge_lora
+            from stages.model.load import merge_lora
 
             merge_lora(model_p.name_or_path, str(out / "adapter"), str(out))
     else:
@@ -216,6 +217,7 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
     import torch
 
     from stages import tasks as task_registry
+    from stages.model.load import load_for_training
     from stages.rl import checkpoints, policy
     from stages.rl.launch import world_rank
     from stages.rl.video_grpo import VideoGRPOTrainer
@@ -238,7 +240,7 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
     args = grpo_config(p, str(run_dir), use_cpu)
     if args.deepspeed:
         init_deepspeed_comm(args)
-    model, processor = policy.load(model_p, p.bf16, use_cpu)
+    model, processor = load_for_training(model_p, p.bf16, use_cpu)
     frozen = policy.freeze_vision_tower(model) if p.freeze_vision_tower else 0
     t0 = time.time()
     with mlflow_run(is_main, mlflow_p, run_dir / "mlflow_run.json", resume_from is not None,

@@ -35,7 +35,7 @@ def _mlflow_globals_stay_in_their_test():
 def tiny_model_dir(tmp_path_factory):
     """The demo's tiny Qwen2.5-VL, built offline once per test session."""
     from stages.params import TinyModelParams
-    from stages.rl.tiny_model import build_tiny_model
+    from stages.model.tiny import build_tiny_model
 
     out = tmp_path_factory.mktemp("tiny-model")
     build_tiny_model(TinyModelParams(), out)

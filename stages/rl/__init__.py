@@ -1,1 +1,1 @@
-"""Models and the video-aware GRPO trainer."""
+"""The video-aware GRPO trainer (model input/output is stages/model/)."""

@@ -1,30 +1,8 @@
-"""The policy for training: model + processor from a hub id or a local path, with the memory options applied
-(bf16 on GPU, frozen vision tower, LoRA config). Qwen2.5-VL and Qwen3-VL load through the same Auto classes."""
+"""The training-only parts of the policy: the frozen vision tower and the LoRA config (loading and the LoRA
+merge are model I/O: stages/model/load.py)."""
 from __future__ import annotations
 
 import torch
-
-FAMILY_OF_MODEL_TYPE = {"qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl"}
-
-
-def load(model_p, bf16: bool, use_cpu: bool):
-    """(model, processor). Checks that model.family matches the checkpoint, so a mislabelled run fails early."""
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
-
-    config = AutoConfig.from_pretrained(model_p.name_or_path)
-    family = FAMILY_OF_MODEL_TYPE.get(config.model_type)
-    if family is None:
-        raise ValueError(f"model {model_p.name_or_path!r}: model_type {config.model_type!r} is not supported "
-                         f"(supported: {sorted(FAMILY_OF_MODEL_TYPE)})")
-    if family != model_p.family:
-        raise ValueError(f"model {model_p.name_or_path!r} is {family}, but model.family says {model_p.family}")
-    processor = AutoProcessor.from_pretrained(model_p.name_or_path)
-    model = AutoModelForImageTextToText.from_pretrained(
-        model_p.name_or_path,
-        dtype=torch.bfloat16 if (bf16 and not use_cpu) else torch.float32,
-        attn_implementation=model_p.attn_implementation,
-    )
-    return model, processor
 
 
 def vision_tower(model) -> torch.nn.Module:
@@ -54,13 +32,3 @@ def lora_config(lora_p):
         target_modules=list(lora_p.target_modules), exclude_modules=lora_p.exclude_modules,
         bias="none", task_type="CAUSAL_LM",
     )
-
-
-def merge_lora(base_name_or_path: str, adapter_dir: str, out_dir: str, dtype=torch.float32) -> None:
-    """Base model + saved adapter -> one merged model in out_dir (safetensors), loadable without peft."""
-    from peft import PeftModel
-    from transformers import AutoModelForImageTextToText
-
-    base = AutoModelForImageTextToText.from_pretrained(base_name_or_path, dtype=dtype)
-    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
-    merged.save_pretrained(out_dir, safe_serialization=True)

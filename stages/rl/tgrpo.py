@@ -7,6 +7,7 @@ the loss.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from stages import tasks as task_registry
@@ -37,3 +38,12 @@ def temporal_bonus(ordered: torch.Tensor, shuffled: torch.Tensor, ratio: float =
     passes = has_shuffled & (ordered_mean >= ratio * shuffled_mean)
     correct = torch.nan_to_num(ordered, nan=0.0) > min_accuracy
     return (passes.unsqueeze(1) & correct).to(ordered.dtype) * bonus
+
+
+def shuffle_frames(frames: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(a copy of `frames` in a random order that is never the original one, that order) — T-GRPO's contrast."""
+    n = int(frames.shape[0])
+    order = rng.permutation(n)
+    if n > 1 and (order == np.arange(n)).all():
+        order = np.roll(order, 1)
+    return np.ascontiguousarray(frames[order]), order

@@ -14,8 +14,8 @@ This subclass:
 - suppresses every vision placeholder token during sampling;
 - optionally drops groups whose rewards are all equal from the loss (stages/rl/group_filter.py) and adds
   T-GRPO's temporal-contrast bonus from rollouts on frame-shuffled video (stages/rl/tgrpo.py).
-Dataset rows need: prompt (conversational, text + {"type": "video"}), frames (path to .npy), fps; T-GRPO also
-task and solution.
+Dataset rows need: prompt (conversational, text + {"type": "video"}), frames (path to .npy), fps, and
+frame_times when known (stages/model/video_inputs.py); T-GRPO also task and solution.
 """
 from __future__ import annotations
 
@@ -25,11 +25,9 @@ import numpy as np
 import torch
 from trl import GRPOTrainer
 
+from stages.model.video_inputs import encode, encode_sample, model_video_kwargs, placeholder_token_ids, sample_frames
 from stages.rl.group_filter import total_rewards, zero_std_rows
-from stages.rl.tgrpo import accuracy, temporal_bonus
-from stages.rl.video_inputs import (
-    encode, load_frames, load_timestamps, model_video_kwargs, placeholder_token_ids, shuffle_frames,
-)
+from stages.rl.tgrpo import accuracy, shuffle_frames, temporal_bonus
 
 VIDEO_ROWS = "video_rows"  # key of the per-row video tensors in TRL's rollout batch
 KEEP = "group_keep"  # key of the per-row "group carries a learning signal" mask
@@ -123,9 +121,8 @@ class VideoGRPOTrainer(GRPOTrainer):
         rows = []
         for prompt, example in zip(prompts, inputs, strict=True):
             key = (example["frames"], float(example["fps"]), repr(prompt))
-            if key not in cache:
-                frames = load_frames(example["frames"], example.get("id"))  # the error names file and sample
-                cache[key] = encode(self.processing_class, prompt, frames, example["fps"])
+            if key not in cache:  # a frames error names the file and the sample
+                cache[key] = encode_sample(self.processing_class, example, prompt)
             rows.append(cache[key])
         self._active_rows = rows
         prompt_ids, fields = self._generation_fields(rows)
@@ -151,12 +148,11 @@ class VideoGRPOTrainer(GRPOTrainer):
         rows, orders = [], []
         for i in picks:
             example = inputs[i]
-            frames = load_frames(example["frames"], example.get("id"))
+            frames = sample_frames(example)
             rng = np.random.default_rng([self.args.seed, self.state.global_step, self.accelerator.process_index, i])
-            shuffled, order = shuffle_frames(frames, rng)
-            stamps = load_timestamps(example["frames"])  # the shuffled clip keeps the ordered clip's time labels
-            stamps = list(stamps) if stamps and len(stamps) == len(frames) else None
-            rows.append(encode(self.processing_class, example["prompt"], shuffled, example["fps"], stamps))
+            shuffled, order = shuffle_frames(frames.array, rng)
+            # the shuffled clip keeps the ordered clip's time labels
+            rows.append(encode(self.processing_class, example["prompt"], shuffled, example["fps"], frames.times))
             orders.append(order)
         prompt_ids, fields = self._generation_fields(rows)
         completion_ids, _ = self._generate_single_turn(prompt_ids, None, fields, len(rows))

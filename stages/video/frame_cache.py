@@ -20,6 +20,7 @@ import numpy as np
 
 from stages.io import atomic_path, sha256_file, sha256_json, write_text
 from stages.video.budget import FramePlan
+from stages.video.frames import FramesError, read_cached
 
 FORMAT = 1  # bump when what is stored for a key changes (resize method, colour conversion)
 
@@ -57,9 +58,11 @@ class FrameCache:
             return None, f"content hash unreadable: {e.strerror or e}"
         try:
             actual = sha256_file(path)
-            shape = np.load(path, mmap_mode="r").shape
-        except (OSError, ValueError) as e:
+            shape = read_cached(path, meta=False).array.shape
+        except OSError as e:
             return None, f"cached frames unreadable: {type(e).__name__}: {e}"
+        except FramesError as e:
+            return None, f"cached frames unreadable: {e.reason}"
         if actual != stored:
             return None, f"cached frames corrupted: sha256 {actual[:12]}... != {stored[:12]}... written with them"
         planned = (plan.num_frames, plan.height, plan.width, 3)

@@ -102,7 +102,8 @@ def test_malformed_and_non_utf8_files_raise_naming_the_file(tmp_path):
 
 def fake_frames(d: Path, vid: str, n: int = 8, fps: float = 2.0):
     np.save(d / f"{vid}.npy", np.zeros((n, 28, 28, 3), np.uint8))
-    (d / f"{vid}.json").write_text(json.dumps({"video_id": vid, "num_frames": n, "fps": fps}))
+    (d / f"{vid}.json").write_text(json.dumps({"video_id": vid, "num_frames": n, "fps": fps,
+                                               "timestamps": [i / fps + 0.125 for i in range(n)]}))
 
 
 def test_build_splits_by_video_quarantines_and_reconciles(tmp_path):
@@ -148,6 +149,7 @@ def test_build_splits_by_video_quarantines_and_reconciles(tmp_path):
     assert stats["train_unique"] == len(unique_train) and stats["quarantined"] == len(quarantine)
     for r in train + evals:
         assert r["prompt"] and Path(r["frames"]).exists() and r["fps"] == 2.0
+        assert r["frame_times"] == [i / 2.0 + 0.125 for i in range(r["num_frames"])]  # the meta's, in the row
 
 
 def test_annotation_duration_must_match_the_video(tmp_path):

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from stages.datasets.synthetic import encode_mp4
-from stages.extract_frames import extract_frames, load_frames
+from stages.extract_frames import extract_frames
 from stages.ingest import ingest
 from stages.io import read_jsonl
 from stages.params import ExtractFramesParams, IngestParams
+from stages.video.frames import read_cached
 
 qvu = pytest.importorskip("qwen_vl_utils.vision_process")
 
@@ -29,12 +30,12 @@ def test_stage_frames_equal_fetch_video(tmp_path, monkeypatch):
     assert extract_frames(p)["extracted"] == len(CLIPS)
     monkeypatch.setattr(qvu, "get_video_reader_backend", lambda: "decord")
     for row in read_jsonl(tmp_path / "raw" / "manifest.jsonl"):
-        frames, meta = load_frames(tmp_path / "frames", row["id"])
+        frames, _, meta = read_cached(tmp_path / "frames" / f"{row['id']}.npy", row["id"])
         video, sample_fps = qvu.fetch_video({"video": row["path"], "total_pixels": p.total_pixels,
                                              "min_pixels": p.min_pixels}, return_video_sample_fps=True)
         t, _, h, w = video.shape
         assert frames.shape == (t, h, w, 3), row["id"]
         assert meta["fps"] == pytest.approx(sample_fps, abs=1e-6)  # written with 6 decimals
         assert meta["frame_indices"] == torch.linspace(0, row["frames"] - 1, t).round().long().tolist()
-    a = load_frames(tmp_path / "frames", "clip_a")[1]
+    a = read_cached(tmp_path / "frames" / "clip_a.npy", "clip_a").meta
     assert (a["num_frames"], a["height"], a["width"]) == (34, 336, 448)  # 17.4 s: 34.8 frames -> 34

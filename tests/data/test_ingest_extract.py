@@ -11,12 +11,13 @@ from stages import extract_frames as extract_stage
 from stages import ingest as ingest_stage
 from stages import synthesize as synthesize_stage
 from stages.datasets.synthetic import synthesize
-from stages.extract_frames import extract_frames, load_frames
+from stages.extract_frames import extract_frames
 from stages.ingest import ingest
 from stages.io import read_jsonl, sha256_file, write_jsonl
 from stages.params import ExtractFramesParams, IngestParams, SynthesizeParams
 from stages.video.budget import uniform_indices
 from stages.video.decode import read_frames
+from stages.video.frames import read_cached
 
 SMALL = dict(num_videos=3, num_tracking_sequences=2, min_duration=2.0, max_duration=4.0, tracking_length=10)
 TINY = dict(max_frames=8, min_pixels=3136, max_pixels=112 * 84)
@@ -90,7 +91,7 @@ def test_extract_frames_rules(raw, budget, tmp_path):
     manifest = {r["id"]: r for r in read_jsonl(root / "raw" / "manifest.jsonl")}
     assert set(index) == set(manifest)
     for vid, row in manifest.items():
-        frames, meta = load_frames(tmp_path / "frames", vid)
+        frames, _, meta = read_cached(tmp_path / "frames" / f"{vid}.npy", vid)
         t, h, w = meta["num_frames"], meta["height"], meta["width"]
         assert frames.shape == (t, h, w, 3) and frames.dtype == np.uint8
         assert h % 28 == 0 and w % 28 == 0 and p.min_pixels <= h * w <= p.max_pixels and t * h * w <= p.total_pixels
@@ -112,7 +113,7 @@ def test_extracted_frames_are_the_decoded_frames(raw, tmp_path):
     row = next(r for r in read_jsonl(root / "raw" / "manifest.jsonl") if r["id"] == "syn00003")
     extract_frames(ExtractFramesParams(raw_dir=str(root / "raw"), out_dir=str(tmp_path), min_pixels=3136,
                                        cache_dir=str(tmp_path / "c"), progress=False))
-    frames, meta = load_frames(tmp_path, "syn00003", mmap=False)
+    frames, _, meta = read_cached(tmp_path / "syn00003.npy", "syn00003", mmap=False)
     assert (meta["height"], meta["width"]) == (168, 224)  # on the grid already: no resize
     assert np.array_equal(frames, read_frames(row["path"], meta["frame_indices"], backend="pyav"))
 
@@ -148,13 +149,13 @@ def test_budget_change_recomputes_only_what_it_changes(raw, tmp_path):
     assert (first["decoded"], first["reused"]) == (5, 0)
     fewer = extract_frames(p.model_copy(update={"max_frames": 4}))
     assert (fewer["decoded"], fewer["reused"]) == (3, 2)
-    assert load_frames(tmp_path / "frames", "syn00001")[0].shape[0] == 4
+    assert read_cached(tmp_path / "frames" / "syn00001.npy", "syn00001").array.shape[0] == 4
     back = extract_frames(p)
     assert (back["decoded"], back["reused"]) == (0, 5)
     shutil.rmtree(tmp_path / "frames")
     again = extract_frames(p)
     assert (again["decoded"], again["reused"]) == (0, 5)
-    frames, meta = load_frames(tmp_path / "frames", "syn00001", mmap=False)
+    frames, _, meta = read_cached(tmp_path / "frames" / "syn00001.npy", "syn00001", mmap=False)
     # the out file is a hardlink of the cache entry: re-making the out folder copies nothing
     entry = tmp_path / "c" / "frames" / meta["cache_key"][:2] / f"{meta['cache_key']}.npy"
     assert (tmp_path / "frames" / "syn00001.npy").stat().st_ino == entry.stat().st_ino
@@ -168,7 +169,7 @@ def test_corrupted_frame_cache_entry_is_decoded_again(raw, tmp_path, capsys):
     p = ExtractFramesParams(raw_dir=str(root / "raw"), out_dir=str(tmp_path / "frames"), cache_dir=str(tmp_path / "c"),
                             progress=False, **TINY)
     extract_frames(p)
-    good, meta = load_frames(tmp_path / "frames", "syn00001", mmap=False)
+    good, _, meta = read_cached(tmp_path / "frames" / "syn00001.npy", "syn00001", mmap=False)
     entry = tmp_path / "c" / "frames" / meta["cache_key"][:2] / f"{meta['cache_key']}.npy"
     size = entry.stat().st_size
     with open(tmp_path / "frames" / "syn00001.npy", "r+b") as f:  # the out file is a hardlink of the entry
@@ -181,7 +182,7 @@ def test_corrupted_frame_cache_entry_is_decoded_again(raw, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "1 cached frame entries failed their content check" in err
     assert "syn00001: cached frames corrupted: sha256" in err
-    assert np.array_equal(load_frames(tmp_path / "frames", "syn00001", mmap=False)[0], good)
+    assert np.array_equal(read_cached(tmp_path / "frames" / "syn00001.npy", "syn00001", mmap=False).array, good)
     assert np.array_equal(np.load(entry), good)
     assert extract_frames(p)["redecoded"] == 0  # repaired for good
     (entry.parent / f"{entry.name}.sha256").unlink()
@@ -193,9 +194,9 @@ def test_corrupted_frame_cache_entry_is_decoded_again(raw, tmp_path, capsys):
 def test_truncated_frames_file_names_file_and_sample(raw, tmp_path):
     """A data/frames file cut short failed training with numpy's bare "mmap length is greater than file size":
     the error now names the file and the sample, where training, evaluation and SFT load frames."""
-    from stages.rl.video_inputs import FramesError
-    from stages.rl.video_inputs import load_frames as load_sample_frames
+    from stages.model.video_inputs import sample_frames
     from stages.sft import encode_example
+    from stages.video.frames import FramesError
 
     root, _ = raw
     p = ExtractFramesParams(raw_dir=str(root / "raw"), out_dir=str(tmp_path / "frames"), cache_dir=str(tmp_path / "c"),
@@ -208,15 +209,15 @@ def test_truncated_frames_file_names_file_and_sample(raw, tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(FramesError, match=rf"^sample 'syn00002#0': frames file {path} unusable \(ValueError: mmap "
                                           r"length is greater than file size\); run extract_frames again"):
-        load_sample_frames(str(path), "syn00002#0")
+        sample_frames({"id": "syn00002#0", "frames": str(path)})
     row = {"id": "syn00002#1", "task": "tg", "prompt": "When?", "frames": str(path), "fps": 2.0, "solution": {}}
     with pytest.raises(FramesError, match=rf"sample 'syn00002#1': frames file {path} unusable"):
         encode_example(None, row, think=False)  # the frames are loaded before the processor is used
     with pytest.raises(ValueError, match=rf"syn00002: frames file {path} unusable \(ValueError: mmap length"):
-        load_frames(tmp_path / "frames", "syn00002")
+        read_cached(tmp_path / "frames" / "syn00002.npy", "syn00002")
     path.unlink()
     with pytest.raises(FramesError, match=rf"sample 'syn00002#0': frames file {path} unusable \(FileNotFoundError"):
-        load_sample_frames(str(path), "syn00002#0")
+        sample_frames({"id": "syn00002#0", "frames": str(path)})
 
 
 def test_parallel_extraction_matches_serial(raw, tmp_path):
@@ -226,8 +227,8 @@ def test_parallel_extraction_matches_serial(raw, tmp_path):
     extract_frames(p)
     extract_frames(p.model_copy(update={"workers": 2, "out_dir": str(tmp_path / "two"), "cache_dir": str(tmp_path / "c2")}))
     for row in read_jsonl(root / "raw" / "manifest.jsonl"):
-        a, ma = load_frames(tmp_path / "one", row["id"], mmap=False)
-        b, mb = load_frames(tmp_path / "two", row["id"], mmap=False)
+        a, _, ma = read_cached(tmp_path / "one" / f"{row['id']}.npy", row["id"], mmap=False)
+        b, _, mb = read_cached(tmp_path / "two" / f"{row['id']}.npy", row["id"], mmap=False)
         assert np.array_equal(a, b) and ma == mb
 
 
@@ -243,4 +244,4 @@ def test_stage_mains_chain_through_params_yaml(tmp_path, monkeypatch, capsys):
     assert '"ingested": 3' in out and '"extracted": 3' in out
     rows = read_jsonl("data/raw/manifest.jsonl")
     assert rows[0]["path"] == "data/raw/videos/syn00001.mp4"
-    assert load_frames("data/frames", "GOT-10k_Syn_000001")[0].shape == (8, 84, 112, 3)
+    assert read_cached("data/frames/GOT-10k_Syn_000001.npy").array.shape == (8, 84, 112, 3)

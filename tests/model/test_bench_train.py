@@ -21,7 +21,7 @@ def test_loss_phase_flops_match_torchs_flop_counter(tiny_model_dir):
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from stages.rl.video_inputs import encode, model_video_kwargs, video_message
+    from stages.model.video_inputs import encode, model_video_kwargs, video_message
 
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, attn_implementation="eager")
     processor = AutoProcessor.from_pretrained(tiny_model_dir)

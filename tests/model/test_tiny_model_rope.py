@@ -2,7 +2,7 @@
 import pytest
 
 from stages.params import TinyModelParams
-from stages.rl.tiny_model import _mrope, build_config, build_qwen3_config, build_tokenizer
+from stages.model.tiny import _mrope, build_config, build_qwen3_config, build_tokenizer
 
 
 @pytest.fixture(scope="module")

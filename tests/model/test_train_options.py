@@ -75,7 +75,8 @@ def test_lora_merge_gives_a_plain_model_with_the_adapters_effect(tiny_model_dir,
     from transformers import AutoModelForImageTextToText
 
     from stages.params import LoraParams
-    from stages.rl.policy import lora_config, merge_lora
+    from stages.model.load import merge_lora
+    from stages.rl.policy import lora_config
 
     cfg = lora_config(LoraParams(enabled=True, r=4, alpha=8, dropout=0.0))
     tr = make_trainer(tiny_model_dir, frame_files, [length_reward], tmp_path / "t", trainer_kwargs={"peft_config": cfg})
@@ -208,9 +209,10 @@ def test_t_grpo_step_scores_shuffled_cached_frames_and_adds_the_bonus(tiny_model
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from stages import tasks as T
+    from stages.model.video_inputs import encode
     from stages.params import TGrpoParams
     from stages.rl.tgrpo import temporal_bonus
-    from stages.rl.video_inputs import encode, load_frames
+    from stages.video.frames import read_cached
 
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
     make_bigram_sampler(model, AutoProcessor.from_pretrained(tiny_model_dir).tokenizer)
@@ -225,7 +227,7 @@ def test_t_grpo_step_scores_shuffled_cached_frames_and_adds_the_bonus(tiny_model
         assert last["picks"] == [0, 2, 4, 6]  # G/2 shuffled rollouts per group of G = 4
         for k, order in zip(last["picks"], last["orders"]):
             assert sorted(order.tolist()) == list(range(8)) and order.tolist() != list(range(8))
-            frames = load_frames(inputs[k]["frames"])  # the frame cache, reordered in memory
+            frames = read_cached(inputs[k]["frames"]).array  # the frame cache, reordered in memory
             want = encode(tr.processing_class, inputs[k]["prompt"], np.asarray(frames)[order], 2.0)
             got = last["rows"][last["picks"].index(k)]
             assert torch.equal(got["pixel_values_videos"], want["pixel_values_videos"])

@@ -45,7 +45,7 @@ def length_reward(prompts, completions, **kw):
 
 def test_loss_logps_equal_direct_forward_with_video(family_model_dir, frame_files, tmp_path):
     from stages.rl.video_grpo import VIDEO_ROWS
-    from stages.rl.video_inputs import model_video_kwargs
+    from stages.model.video_inputs import model_video_kwargs
 
     family, model_dir = family_model_dir
     tr = make_trainer(model_dir, frame_files, [length_reward], tmp_path)
@@ -126,7 +126,7 @@ def test_frame_timing_reaches_each_family(tiny_model_dir, tiny_qwen3_dir, tmp_pa
     import numpy as np
     from transformers import AutoProcessor
 
-    from stages.rl.video_inputs import encode, load_frames, video_message
+    from stages.model.video_inputs import encode, encode_sample, video_message
 
     frames = np.random.default_rng(1).integers(0, 255, (8, 84, 112, 3), dtype=np.uint8)
     path = tmp_path / "clip.npy"
@@ -135,14 +135,21 @@ def test_frame_timing_reaches_each_family(tiny_model_dir, tiny_qwen3_dir, tmp_pa
     (tmp_path / "clip.json").write_text(json.dumps({"timestamps": stamps}))
     fps = 0.888889
 
-    q25 = encode(AutoProcessor.from_pretrained(tiny_model_dir), video_message("When?"), load_frames(str(path)), fps)
+    row = {"prompt": "When?", "frames": str(path), "fps": fps}  # no frame_times: read beside the frames
+    q25 = encode_sample(AutoProcessor.from_pretrained(tiny_model_dir), row)
     assert torch.allclose(q25["second_per_grid_ts"], torch.tensor([2 / fps]))
 
     proc = AutoProcessor.from_pretrained(tiny_qwen3_dir)
-    q3 = encode(proc, video_message("When?"), load_frames(str(path)), fps)
+    q3 = encode_sample(proc, row)
     assert "second_per_grid_ts" not in q3
     text = proc.tokenizer.decode(q3["input_ids"])
     assert [f"<{(a + b) / 2:.1f} seconds>" in text for a, b in zip(stamps[::2], stamps[1::2])] == [True] * 4
+    # the times build_samples writes into the row give the same inputs, with no meta beside the frames
+    (tmp_path / "clip.json").unlink()
+    for processor, want in ((AutoProcessor.from_pretrained(tiny_model_dir), q25), (proc, q3)):
+        got = encode_sample(processor, {**row, "frame_times": stamps})
+        assert got.keys() == want.keys() and got["input_ids"] == want["input_ids"]
+        assert all(torch.equal(got[k], want[k]) for k in want if k != "input_ids")
     # a plain array (no frame-cache file) falls back to i / fps
     plain = proc.tokenizer.decode(encode(proc, video_message("When?"), frames, 2.0)["input_ids"])
     assert "<0.2 seconds>" in plain and "<3.2 seconds>" in plain

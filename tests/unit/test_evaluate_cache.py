@@ -98,6 +98,8 @@ def test_fingerprints_follow_model_content_inputs_and_frames(tiny_model_dir, sam
     rows = read_jsonl(samples)
     fp = eval_cache.inputs_fingerprint(rows, hasher)
     assert eval_cache.inputs_fingerprint([{**rows[0], "prompt": rows[0]["prompt"] + "!"}] + rows[1:], hasher) != fp
+    other_times = [t + 1.0 for t in rows[0].get("frame_times") or [0.0]]  # what Qwen3-VL's text says
+    assert eval_cache.inputs_fingerprint([{**rows[0], "frame_times": other_times}] + rows[1:], hasher) != fp
     frames = np.load(rows[0]["frames"])
     np.save(rows[0]["frames"], frames[::-1].copy())  # same file, other pixels
     try:

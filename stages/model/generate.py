@@ -1,31 +1,20 @@
-"""Batched greedy generation with video, for evaluation (pinned decoding: no sampling, checkpoint defaults
-overridden so a model's own generation_config cannot change the result)."""
+"""Batched greedy generation with video, for evaluation, serving and the recipes (pinned decoding: no sampling,
+checkpoint defaults overridden so a model's own generation_config cannot change the result)."""
 from __future__ import annotations
 
 import torch
 
-from stages.rl.video_inputs import encode, load_frames, model_video_kwargs, placeholder_token_ids, video_message
+from stages.model.video_inputs import encode_sample, model_video_kwargs, placeholder_token_ids
 
 # Pinned decoding: greedy, one beam; part of the evaluation base-cache key (stages/eval_cache.py).
 DECODING = {"do_sample": False, "num_beams": 1}
 
 
-def load_policy(name_or_path: str, device: str | None = None):
-    """Model + processor from a local folder or a hub id (HF_HUB_OFFLINE decides whether a hub is asked)."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    processor = AutoProcessor.from_pretrained(name_or_path)
-    model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=dtype).to(device).eval()
-    return model, processor
-
-
 @torch.no_grad()
 def generate(model, processor, rows: list[dict], max_new_tokens: int, batch_size: int = 4,
              desc: str | None = None) -> list[str]:
-    """rows carry prompt (text), frames (path), fps. Returns one decoded completion per row, in order.
-    With `desc`, a progress bar (samples) on stderr."""
+    """rows carry prompt (text), frames (path), fps and frame_times (stages/model/video_inputs.py). Returns one
+    decoded completion per row, in order. With `desc`, a progress bar (samples) on stderr."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(rows), desc=desc, unit="sample", disable=desc is None)
@@ -35,8 +24,7 @@ def generate(model, processor, rows: list[dict], max_new_tokens: int, batch_size
     outputs: list[str] = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
-        enc = [encode(processor, video_message(r["prompt"]), load_frames(r["frames"], r.get("id")), r["fps"])
-               for r in chunk]
+        enc = [encode_sample(processor, r) for r in chunk]
         width = max(len(e["input_ids"]) for e in enc)
         ids = torch.full((len(enc), width), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(enc), width), dtype=torch.long)
