@@ -107,6 +107,16 @@ def score_predictions(task: str, samples: list[dict], outputs: dict[str, str], t
     return report, records
 
 
+def load_samples(task: str, path: str, interval_policy: str = "clip") -> tuple[list[dict], list[dict]]:
+    """(samples, rejected) of `task` from a samples file build_samples wrote (`.jsonl`: rows already bound to the
+    frames the model saw, e.g. data/samples/eval.jsonl) or from an annotation file in the task's upstream format."""
+    if str(path).endswith(".jsonl"):
+        from stages.io import read_jsonl
+
+        return [r for r in read_jsonl(path) if r.get("task") == task], []
+    return task_registry.load_annotations(task, path, interval_policy)
+
+
 def score_files(task: str, annotations: str, predictions: str, think: bool = True,
                 interval_policy: str = "clip", protocol: str = "ours") -> tuple[dict, list[dict]]:
     """score_predictions on files; the report also lists rejected annotations and unreadable prediction lines.
@@ -114,7 +124,7 @@ def score_files(task: str, annotations: str, predictions: str, think: bool = Tru
     Raises ValueError (naming the file) when the annotation file cannot be read or yields no sample of the task,
     OSError when a file is missing.
     """
-    samples, rejected = task_registry.load_annotations(task, annotations, interval_policy)
+    samples, rejected = load_samples(task, annotations, interval_policy)
     if not samples:  # e.g. the file of another task: scoring nothing is never what was meant
         why = "; ".join(sorted({r["reason"] for r in rejected})[:3]) or "the file holds no annotation"
         raise ValueError(f"{annotations}: no {task} sample could be read ({why})")
@@ -133,7 +143,9 @@ def score_files(task: str, annotations: str, predictions: str, think: bool = Tru
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, choices=sorted(task_registry.TASKS), help="task of the annotations")
-    parser.add_argument("--annotations", required=True, help="annotation file in the upstream format of the task")
+    parser.add_argument("--annotations", required=True,
+                        help="annotation file in the upstream format of the task, or a samples .jsonl build_samples "
+                             "wrote (stvg: its answers name the sampled frames, so only the samples file scores it)")
     parser.add_argument("--predictions", required=True, help='JSONL, one {"id": ..., "output": "<model text>"} a line')
     parser.add_argument("--per-sample", metavar="OUT", help="write one JSONL record per sample here")
     parser.add_argument("--no-think", dest="think", action="store_false",

@@ -193,6 +193,24 @@ def test_qa_and_the_no_think_layout(tmp_path, capsys):
     assert no_think["mean_rewards"] == {"format": 0.5, "accuracy": 0.5} and not no_think["think"]
 
 
+def test_stvg_scores_from_a_samples_file_not_from_the_raw_annotations(tmp_path, capsys):
+    # an stvg answer names the sampled frames the model saw: only build_samples' rows (bound to them) say which
+    row = {"id": "v1", "task": "stvg", "video_id": "v1",
+           "problem": {"sentence": "s", "duration": 8.0, "frame_times": [0.0, 2.0, 4.0, 6.0]},
+           "solution": {"timestamps": [2.0, 6.0], "frame_times": [0.0, 2.0, 4.0, 6.0],
+                        "boxes": [None, [0.1, 0.1, 0.5, 0.5], [0.2, 0.1, 0.6, 0.5], None]}}
+    other = {**row, "id": "t1", "task": "tg", "solution": {"timestamps": [2.0, 6.0]}}
+    samples = tmp_path / "eval.jsonl"
+    samples.write_text(json.dumps(row) + "\n" + json.dumps(other) + "\n")
+    # frames at 2 and 4 s are inside [2, 6): IoU 1 at 2 s, at 4 s [0.2, 0.1, 0.5, 0.5] vs gold 0.12/0.16 = 0.75
+    preds = write_predictions(tmp_path / "p.jsonl", [
+        {"id": "v1", "output": "<answer>2.00 to 6.00</answer> <boxes>[[0.10, 0.10, 0.50, 0.50], "
+                               "[0.20, 0.10, 0.50, 0.50]]</boxes>"}])
+    rc, report, _ = score(capsys, "--task", "stvg", "--annotations", samples, "--predictions", preds, "--no-think")
+    assert rc == 0 and report["metrics"]["count"] == 1  # the tg row of the same file is not stvg's
+    assert report["metrics"]["m_tIoU"] == 1.0 and report["metrics"]["m_vIoU"] == pytest.approx((1 + 0.75) / 2)
+
+
 # ---------------------------------------------------------------- bad input and the pure core
 
 

@@ -38,6 +38,7 @@ from ..common import (
     mean,
     parse_tuples,
     ratio_metrics,
+    target_head,
 )
 from . import hcstvg
 
@@ -49,7 +50,6 @@ INPUT = "video"
 PROBLEM_FIELDS = ("sentence", "duration", "frame_times")
 THRESHOLDS = (0.3, 0.5)  # vIoU@R as HC-STVG papers report it: fraction of queries with vIoU > R
 ANSWER_TAGS = ("answer", "boxes")
-THINK = "<think>I look at the frames.</think> "  # the SFT target's think block, as stages/sft.py writes it
 BLIND_GRID = [i / 20 for i in range(21)]
 
 _INTERVAL = re.compile(rf"\s*({NUM})\s{{1,4}}to\s{{1,4}}({NUM})\s*")
@@ -113,7 +113,8 @@ def frames_inside(times, interval) -> list[int]:
 
 def _gold(solution: dict) -> tuple[list[float], list[float], list]:
     if "frame_times" not in solution:
-        raise ValueError("stvg solution has no frame_times: bind_frames was not applied")
+        raise ValueError("stvg solution has no frame_times: bind_frames was not applied (answers name the frames the "
+                         "model saw: score the samples file build_samples wrote, e.g. data/samples/eval.jsonl)")
     times = [float(t) for t in solution["frame_times"]]
     boxes = solution["boxes"]
     if len(boxes) != len(times):
@@ -213,7 +214,7 @@ def target_text(solution: dict, think: bool = True) -> str:
     interval, times, boxes = _gold(solution)
     inside = frames_inside(times, interval)
     listed = ", ".join(_box_text(boxes[i]) for i in inside)
-    head = THINK if think else ""
+    head = target_head(think)
     return f"{head}<answer>{_t(interval[0])} to {_t(interval[1])}</answer> <boxes>[{listed}]</boxes>"
 
 
