@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from stages.model.shared_video import share_video_features
 from stages.model.video_inputs import encode_sample, model_video_kwargs, placeholder_token_ids
 
 # Pinned decoding: greedy, one beam; part of the evaluation base-cache key (stages/eval_cache.py).
@@ -17,6 +18,7 @@ def generate(model, processor, rows: list[dict], max_new_tokens: int, batch_size
     decoded completion per row, in order. With `desc`, a progress bar (samples) on stderr."""
     from tqdm.auto import tqdm
 
+    share_video_features(model)  # rows that share a video (one clip, several questions) encode it once
     bar = tqdm(total=len(rows), desc=desc, unit="sample", disable=desc is None)
     tok = processor.tokenizer
     cfg = model.config

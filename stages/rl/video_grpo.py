@@ -12,6 +12,8 @@ This subclass:
 - injects those tensors into every log-prob forward (old, ref and policy) through a forward pre-hook around
   TRL's own chunked forward, so TRL's loss code stays untouched;
 - suppresses every vision placeholder token during sampling;
+- encodes each distinct video of a forward once, its features shared by the G completions that hold it, in
+  generation prefill and in the reference and policy forwards (stages/model/shared_video.py);
 - optionally drops groups whose rewards are all equal from the loss (stages/rl/group_filter.py) and adds
   T-GRPO's temporal-contrast bonus from rollouts on frame-shuffled video (stages/rl/tgrpo.py).
 Dataset rows need: prompt (conversational, text + {"type": "video"}), frames (path to .npy), fps, and
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 from trl import GRPOTrainer
 
+from stages.model.shared_video import share_video_features
 from stages.model.video_inputs import encode, encode_sample, model_video_kwargs, placeholder_token_ids, sample_frames
 from stages.rl.group_filter import total_rewards, zero_std_rows
 from stages.rl.tgrpo import accuracy, shuffle_frames, temporal_bonus
@@ -77,6 +80,9 @@ class VideoGRPOTrainer(GRPOTrainer):
         self.generation_config.suppress_tokens = suppress
         if getattr(self, "generation_kwargs", None) is not None:
             self.generation_kwargs["suppress_tokens"] = suppress
+        share_video_features(self.model)
+        if self.ref_model is not None:
+            share_video_features(self.ref_model)
         cfg = self.model.config
         self._video_token_id = cfg.video_token_id
         self._image_token_id = getattr(cfg, "image_token_id", None)
