@@ -104,3 +104,30 @@ def test_reference_model_shares_too(tiny_model_dir, frame_files, tmp_path):
     tr = make_trainer(tiny_model_dir, frame_files, [length_reward], tmp_path, beta=0.04)
     assert tr.ref_model is not None and getattr(vl_core(tr.ref_model), WRAPPED, False)
     assert getattr(vl_core(tr.model), WRAPPED, False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["ddp", "zero2", "zero3"])
+def test_two_processes_take_the_per_row_paths_steps(engine, tiny_model_dir, frame_files, tmp_path):
+    """Two CPU processes (torchrun, gloo), two GRPO steps: with shared features the ranks sample the same
+    completions and log the same loss, KL and gradient norm as with every completion encoding its copy, under
+    DDP and, where DeepSpeed is installed (the `gpu` extra), ZeRO-2 and ZeRO-3 (ZeRO-3 gathers the tower's
+    weights collectively: one tower call per forward on every rank, either way)."""
+    from pathlib import Path
+
+    from test_multirank_rewards import run_worker
+
+    options = {}
+    if engine != "ddp":
+        pytest.importorskip("deepspeed", reason="DeepSpeed is the `gpu` extra")
+        options["deepspeed"] = str(Path(__file__).resolve().parents[2] / "infra" / "deepspeed" / f"{engine}.json")
+    shared = run_worker(tiny_model_dir, frame_files, tmp_path / "shared", **options)
+    per_row = run_worker(tiny_model_dir, frame_files, tmp_path / "per_row", per_row_video=True, **options)
+    for rank in (0, 1):
+        assert [c["text"] for c in shared["calls"][rank]] == [c["text"] for c in per_row["calls"][rank]]
+    logged = [h for h in shared["log"] if "loss" in h]
+    want = [h for h in per_row["log"] if "loss" in h]
+    assert len(logged) == len(want) == 2
+    for got, ref in zip(logged, want):
+        for name in ("loss", "kl", "grad_norm", "reward"):
+            assert got[name] == pytest.approx(ref[name], rel=1e-4, abs=1e-6), (name, got["step"])
