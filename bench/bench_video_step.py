@@ -95,6 +95,7 @@ def one_arm(arm: str, steps: int, warmup: int, tokens: int) -> dict:
         def on_step_end(self, *a, **kw):
             clock.counts["tower_calls"] = sum(c.calls for c in counters)
             clock.counts["tower_videos"] = sum(c.videos for c in counters)
+            clock.counts["tower_cpu_s"] = sum(c.seconds for c in counters)
             for c in counters:
                 c.reset()
 
@@ -130,6 +131,7 @@ def one_arm(arm: str, steps: int, warmup: int, tokens: int) -> dict:
            "wall_step": statistics.median(r["step"] for r in measured),
            "tower_calls": statistics.median(r.get("n_tower_calls", 0) for r in measured),
            "tower_videos": statistics.median(r.get("n_tower_videos", 0) for r in measured),
+           "tower_cpu_s": statistics.median(r.get("n_tower_cpu_s", 0) for r in measured),
            "distinct_videos": PROMPTS if video else 0}
     if cache is not None:
         out["input_cache"] = {"hits": cache.hits, "misses": cache.misses}
@@ -224,14 +226,15 @@ def report(arms: list[dict], inputs: dict, args) -> str:
              f"{FRAMES} frames {WIDTH}x{HEIGHT}; medians of {args.steps} steps after {args.warmup} warm-up, "
              f"{args.rounds} interleaved rounds", "",
              "| arm | CPU s/step min | median | x text (min) | x text (median) | generate share | tower calls/step "
-             "| videos encoded/call | distinct videos/step |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| videos encoded/call | distinct videos/step | tower forward CPU s/step |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for a in arms:
         per_call = a["tower_videos"] / a["tower_calls"] if a["tower_calls"] else 0.0
         lines.append(
             f"| {a['arm']} | {a['cpu_step_min']:.3f} | {a['cpu_step_median']:.3f} | "
             f"{a['cpu_step_min'] / text['cpu_step_min']:.2f} | {a['cpu_step_median'] / text['cpu_step_median']:.2f} | "
-            f"{a['generate_share']:.0%} | {a['tower_calls']:.0f} | {per_call:.1f} | {a['distinct_videos']} |")
+            f"{a['generate_share']:.0%} | {a['tower_calls']:.0f} | {per_call:.1f} | {a['distinct_videos']} | "
+            f"{a['tower_cpu_s']:.3f} |")
     n = len(inputs["clips"])
     lines += ["", f"A sample's model inputs, {n} clips ({', '.join('x'.join(map(str, c)) for c in inputs['clips'])}"
               " frames x H x W), min of repeats, summed:", "",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import time
 
 import torch
 
@@ -79,6 +80,11 @@ def video_index(inverse: list[int] | None):
         _INDEX.value = previous
 
 
+def current_video_index() -> list[int] | None:
+    """The index set by the innermost video_index() block (None outside one)."""
+    return getattr(_INDEX, "value", None)
+
+
 def _rows(per_video, inverse: list[int]) -> tuple:
     return tuple(per_video[j] for j in inverse)
 
@@ -93,7 +99,7 @@ def share_video_features(model) -> torch.nn.Module:
 
     @functools.wraps(original)
     def get_video_features(pixel_values_videos, video_grid_thw=None, **kwargs):
-        inverse = getattr(_INDEX, "value", None)
+        inverse = current_video_index()
         if video_grid_thw is None or (inverse is None and video_grid_thw.size(0) < 2):
             return original(pixel_values_videos, video_grid_thw, **kwargs)
         if inverse is not None:  # the caller passed the distinct videos' pixels only
@@ -134,21 +140,31 @@ def is_shared(model) -> bool:
 
 
 class TowerCounter:
-    """Counts the vision tower's calls and the videos (grid rows) it encoded, via a forward hook on `visual`
-    (bench and tests: distinct videos against what the tower actually saw)."""
+    """Counts the vision tower's calls, the videos (grid rows) it encoded and the CPU seconds of its forwards, via
+    hooks on `visual` (bench and tests: distinct videos against what the tower actually saw)."""
 
     def __init__(self, model):
         self.calls = 0
         self.videos = 0
-        self._handle = vl_core(model).visual.register_forward_pre_hook(self._hook, with_kwargs=True)
+        self.seconds = 0.0
+        self._t0 = 0.0
+        visual = vl_core(model).visual
+        self._handles = [visual.register_forward_pre_hook(self._pre, with_kwargs=True),
+                         visual.register_forward_hook(self._post)]
 
-    def _hook(self, _mod, args, kwargs):
+    def _pre(self, _mod, args, kwargs):
         grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
         self.calls += 1
         self.videos += 0 if grid is None else int(grid.size(0))
+        self._t0 = time.process_time()
+
+    def _post(self, *_):
+        self.seconds += time.process_time() - self._t0
 
     def reset(self) -> None:
         self.calls = self.videos = 0
+        self.seconds = 0.0
 
     def remove(self) -> None:
-        self._handle.remove()
+        for h in self._handles:
+            h.remove()
