@@ -1,9 +1,10 @@
 """What video costs in a GRPO step, side by side in one run (issue 16):
 
   1. step time of a video prompt vs a text prompt of the same token count (text in TRL's plain GRPOTrainer),
-     for the video trainer as it was (every completion encodes its own copy of the video, the processor runs on
-     every rollout) and as it is (each distinct video encoded once per forward; processed inputs from the input
-     cache, warm as after a first epoch or an evaluation; and cold);
+     for the video trainer as it was (every completion encodes its own copy of the video and prefills its own
+     prompt, the processor runs on every rollout) and as it is (each distinct video encoded once per forward,
+     each prompt prefilled once for its G completions; processed inputs from the input cache, warm as after a
+     first epoch or an evaluation); text both in TRL's trainer and in ours (which then only shares the prefill);
   2. vision-tower work per step against the distinct videos of the step: videos encoded per tower call
      (target: the distinct videos, not the G copies);
   3. a sample's model inputs end to end: decode + process vs frame-cache load + process vs input-cache load
@@ -37,8 +38,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 PROMPTS, G, FRAMES, HEIGHT, WIDTH = 2, 8, 8, 84, 112
-ARMS = {  # name: (video?, share video features?, input cache: None | "warm" | "cold")
-    "text": (False, False, None),
+ARMS = {  # name: (video?, shared features and prefill?, input cache: None | "warm")
+    "text (TRL)": (False, False, None),
+    "text, shared prefill": (False, True, None),
     "video, per-row (before)": (True, False, None),
     "video, shared": (True, True, None),
     "video, shared + input cache (warm)": (True, True, "warm"),
@@ -73,6 +75,7 @@ def one_arm(arm: str, steps: int, warmup: int, tokens: int) -> dict:
     from stages.model.tiny import build_tiny_model
     from stages.model.video_inputs import encode_sample
     from stages.params import TinyModelParams, TrainParams
+    from stages.rl.video_grpo import VideoGRPOTrainer
     from stages.train import build_dataset, grpo_config
 
     video, shared, cache_state = ARMS[arm]
@@ -113,13 +116,14 @@ def one_arm(arm: str, steps: int, warmup: int, tokens: int) -> dict:
         if not shared:
             for m in {id(m): m for m in (trainer.model, trainer.ref_model) if m is not None}.values():
                 unshare_video_features(m)
-    else:
+    else:  # TRL's own trainer; or ours, whose only change for text is the shared prefill
         probe = GRPOTrainer(train_dataset=dataset, **common)
         text = [text_prompt(probe, len(encode_sample(processor, r)["input_ids"]), r["prompt"]) for r in rows]
         del probe
         data = Dataset.from_list([{"prompt": t, "task": "tg", "solution": json.dumps(r["solution"])}
                                   for t, r in zip(text, rows, strict=True)])
-        trainer = timed_trainer(clock, model.config, base=GRPOTrainer)(train_dataset=data, **common)
+        base = VideoGRPOTrainer if shared else GRPOTrainer
+        trainer = timed_trainer(clock, model.config, base=base)(train_dataset=data, **common)
     counters.extend(TowerCounter(m) for m in {id(m): m for m in (trainer.model, trainer.ref_model)
                                               if m is not None}.values())
     trainer.generation_config.min_new_tokens = tokens
@@ -221,19 +225,21 @@ def summarize(runs: dict[str, list[dict]]) -> list[dict]:
 
 
 def report(arms: list[dict], inputs: dict, args) -> str:
-    text = arms[0]
+    trl, ours = arms[0], arms[1]  # text in TRL's trainer, text in ours
     lines = [f"{os.cpu_count()} CPUs, one torch thread per arm; {PROMPTS} prompts x G = {G}, {args.tokens} tokens, "
              f"{FRAMES} frames {WIDTH}x{HEIGHT}; medians of {args.steps} steps after {args.warmup} warm-up, "
-             f"{args.rounds} interleaved rounds", "",
-             "| arm | CPU s/step min | median | x text (min) | x text (median) | generate share | tower calls/step "
-             "| videos encoded/call | distinct videos/step | tower forward CPU s/step |",
+             f"{args.rounds} interleaved rounds (min and median over rounds)", "",
+             "| arm | CPU s/step min | median | x text TRL (min / median) | x text ours (min / median) "
+             "| generate share | tower calls/step | videos encoded/call | distinct videos/step "
+             "| tower forward CPU s/step |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for a in arms:
         per_call = a["tower_videos"] / a["tower_calls"] if a["tower_calls"] else 0.0
         lines.append(
             f"| {a['arm']} | {a['cpu_step_min']:.3f} | {a['cpu_step_median']:.3f} | "
-            f"{a['cpu_step_min'] / text['cpu_step_min']:.2f} | {a['cpu_step_median'] / text['cpu_step_median']:.2f} | "
-            f"{a['generate_share']:.0%} | {a['tower_calls']:.0f} | {per_call:.1f} | {a['distinct_videos']} | "
+            f"{a['cpu_step_min'] / trl['cpu_step_min']:.2f} / {a['cpu_step_median'] / trl['cpu_step_median']:.2f} | "
+            f"{a['cpu_step_min'] / ours['cpu_step_min']:.2f} / {a['cpu_step_median'] / ours['cpu_step_median']:.2f} "
+            f"| {a['generate_share']:.0%} | {a['tower_calls']:.0f} | {per_call:.1f} | {a['distinct_videos']} | "
             f"{a['tower_cpu_s']:.3f} |")
     n = len(inputs["clips"])
     lines += ["", f"A sample's model inputs, {n} clips ({', '.join('x'.join(map(str, c)) for c in inputs['clips'])}"
