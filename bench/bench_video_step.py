@@ -9,7 +9,8 @@
      (target: the distinct videos, not the G copies);
   3. a sample's model inputs end to end: decode + process vs frame-cache load + process vs input-cache load
      (target: input-cache load >= 50x decode + process);
-  4. generation's share of a step.
+  4. generation's share of a step, and one rollout's generate call with and without the shared prefill (and
+     with transformers' static cache).
 
     python bench/bench_video_step.py                      # 6 steps after 1 warm-up, 3 interleaved rounds
     python bench/bench_video_step.py --steps 3 --rounds 1 --json out.json
@@ -23,6 +24,7 @@ tiny model's processor (Qwen2.5-VL's: patch 14, CLIP normalisation).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -214,6 +216,57 @@ def inputs_end_to_end(repeat: int) -> dict:
             **{f"{k}_cpu_s": v[1] for k, v in totals.items()}}
 
 
+def generation_engines(repeat: int, tokens: int) -> dict:
+    """One rollout's generate call (2 prompts x G rows, sampled, exactly `tokens` tokens) three ways, interleaved:
+    plain, shared prefill (stages/model/shared_prefill.py), and transformers' static cache (no torch.compile on
+    CPU). CPU seconds per call, min and median; and whether greedy decoding gives the same tokens."""
+    import torch
+    from bench_train_common import write_clips
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from stages.model.shared_prefill import shared_prefill
+    from stages.model.shared_video import distinct_objects, share_video_features, video_index
+    from stages.model.tiny import build_tiny_model
+    from stages.model.video_inputs import encode_sample, model_video_kwargs
+    from stages.params import TinyModelParams
+
+    work = Path(tempfile.mkdtemp(prefix="bench-video-generate-"))
+    build_tiny_model(TinyModelParams(), work / "model")
+    processor = AutoProcessor.from_pretrained(work / "model")
+    model = AutoModelForImageTextToText.from_pretrained(work / "model").eval()
+    share_video_features(model)
+    enc = [encode_sample(processor, r) for r in write_clips(work / "frames", PROMPTS, FRAMES, HEIGHT, WIDTH)]
+    rows = [e for e in enc for _ in range(G)]
+    width = max(len(e["input_ids"]) for e in rows)
+    ids = torch.full((len(rows), width), processor.tokenizer.pad_token_id)
+    mask = torch.zeros_like(ids)
+    for i, e in enumerate(rows):  # left padding, as TRL pads
+        ids[i, width - len(e["input_ids"]):] = torch.tensor(e["input_ids"])
+        mask[i, width - len(e["input_ids"]):] = 1
+    first, index = distinct_objects([r["pixel_values_videos"] for r in rows])
+    cfg = model.config
+    video = model_video_kwargs(rows, ids, cfg.video_token_id, cfg.image_token_id, [rows[i] for i in first])
+    kw = dict(max_new_tokens=tokens, min_new_tokens=tokens, pad_token_id=processor.tokenizer.pad_token_id)
+
+    def call(engine: str, sample: bool = True):
+        extra = {"cache_implementation": "static"} if engine == "static cache" else {}
+        prefill = shared_prefill(model) if engine == "shared prefill" else contextlib.nullcontext()
+        with torch.no_grad(), video_index(index), prefill:
+            return model.generate(input_ids=ids, attention_mask=mask, **video, do_sample=sample, **kw, **extra)
+
+    engines = ("plain", "shared prefill", "static cache")
+    greedy = {e: call(e, sample=False) for e in engines}
+    seconds: dict[str, list[float]] = {e: [] for e in engines}
+    for _ in range(repeat):
+        for e in engines:
+            c = time.process_time()
+            call(e)
+            seconds[e].append(time.process_time() - c)
+    shutil.rmtree(work, ignore_errors=True)
+    return {e: {"min_s": min(v), "median_s": statistics.median(v),
+                "greedy_equal_to_plain": bool(torch.equal(greedy[e], greedy["plain"]))} for e, v in seconds.items()}
+
+
 def summarize(runs: dict[str, list[dict]]) -> list[dict]:
     out = []
     for arm, rs in runs.items():
@@ -224,7 +277,7 @@ def summarize(runs: dict[str, list[dict]]) -> list[dict]:
     return out
 
 
-def report(arms: list[dict], inputs: dict, args) -> str:
+def report(arms: list[dict], inputs: dict, engines: dict, args) -> str:
     trl, ours = arms[0], arms[1]  # text in TRL's trainer, text in ours
     lines = [f"{os.cpu_count()} CPUs, one torch thread per arm; {PROMPTS} prompts x G = {G}, {args.tokens} tokens, "
              f"{FRAMES} frames {WIDTH}x{HEIGHT}; medians of {args.steps} steps after {args.warmup} warm-up, "
@@ -241,6 +294,13 @@ def report(arms: list[dict], inputs: dict, args) -> str:
             f"{a['cpu_step_min'] / ours['cpu_step_min']:.2f} / {a['cpu_step_median'] / ours['cpu_step_median']:.2f} "
             f"| {a['generate_share']:.0%} | {a['tower_calls']:.0f} | {per_call:.1f} | {a['distinct_videos']} | "
             f"{a['tower_cpu_s']:.3f} |")
+    base = engines["plain"]
+    lines += ["", f"One rollout's generate call ({PROMPTS} prompts x G = {G} rows, {args.tokens} sampled tokens), "
+              f"CPU s, {args.repeat} interleaved repeats:", "",
+              "| engine | min | median | x plain (median) | greedy tokens = plain |", "|---|---:|---:|---:|---|"]
+    for name, e in engines.items():
+        lines.append(f"| {name} | {e['min_s']:.4f} | {e['median_s']:.4f} | "
+                     f"{e['median_s'] / base['median_s']:.2f} | {e['greedy_equal_to_plain']} |")
     n = len(inputs["clips"])
     lines += ["", f"A sample's model inputs, {n} clips ({', '.join('x'.join(map(str, c)) for c in inputs['clips'])}"
               " frames x H x W), min of repeats, summed:", "",
@@ -259,7 +319,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--repeat", type=int, default=5, help="repeats of each input path (part 3)")
+    ap.add_argument("--repeat", type=int, default=5, help="repeats of each input path (part 3; x2 for part 4)")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one arm, print its JSON
     ap.add_argument("--json")
     args = ap.parse_args(argv)
@@ -283,9 +343,10 @@ def main(argv=None) -> dict:
 
     torch.set_num_threads(1)
     inputs = inputs_end_to_end(args.repeat)
+    engines = generation_engines(args.repeat * 2, args.tokens)
     arms = summarize(runs)
-    print("\n" + report(arms, inputs, args))
-    result = {"arms": arms, "inputs": inputs, "runs": runs}
+    print("\n" + report(arms, inputs, engines, args))
+    result = {"arms": arms, "inputs": inputs, "generate": engines, "runs": runs}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     return result

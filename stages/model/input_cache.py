@@ -50,16 +50,18 @@ def input_cache(cache_dir: str | None) -> "InputCache | None":
 class InputCache:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
-        self._processors: dict[int, str] = {}  # id(processor) -> hash of its config (computed once)
+        # id(processor) -> (processor, hash of its config): read once per processor object; holding the object
+        # keeps its id from being reused by another processor
+        self._processors: dict[int, tuple[object, str]] = {}
         self.hits = self.misses = 0
 
     def key(self, processor, row: dict, messages: list[dict]) -> str:
         pid = id(processor)
         if pid not in self._processors:
-            self._processors[pid] = sha256_json(processor_config(processor))
+            self._processors[pid] = (processor, sha256_json(processor_config(processor)))
         st = os.stat(row["frames"])
         frames = [os.path.realpath(row["frames"]), st.st_size, st.st_mtime_ns]
-        return sha256_json({"format": FORMAT, "processor": self._processors[pid], "frames": frames,
+        return sha256_json({"format": FORMAT, "processor": self._processors[pid][1], "frames": frames,
                             "fps": float(row["fps"]), "frame_times": row.get("frame_times"), "messages": messages})
 
     def encode_sample(self, processor, row: dict, messages: list[dict] | None = None) -> dict:

@@ -7,9 +7,9 @@ during sampling, so a sampled <|video_pad|> crashes the next forward.
 
 This subclass:
 - tokenizes each prompt with its cached frames (never decoding video in the loop; with an input cache, never
-  re-running the processor either) and keeps the per-row video
-  tensors (pixel_values_videos, video_grid_thw and, for Qwen2.5-VL, second_per_grid_ts; Qwen3-VL's frame times
-  are already text in input_ids) with the rollout batch, as lists that TRL's shuffle/split move with the rows;
+  re-running the processor either) and keeps the per-row video tensors (pixel_values_videos, video_grid_thw
+  and, for Qwen2.5-VL, second_per_grid_ts; Qwen3-VL's frame times are already text in input_ids) with the
+  rollout batch, as lists that TRL's shuffle/split move with the rows;
 - injects those tensors into every log-prob forward (old, ref and policy) through a forward pre-hook around
   TRL's own chunked forward, so TRL's loss code stays untouched;
 - suppresses every vision placeholder token during sampling;

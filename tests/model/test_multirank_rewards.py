@@ -57,6 +57,7 @@ def run(tiny_model_dir, frame_files, tmp_path_factory):
 def run_worker(model_dir, frame_files, out: Path, **options) -> dict:
     """Two GRPO steps of _multirank_worker.py on two CPU processes; `options` go into its spec (deepspeed: a
     config path; per_row_video: encode every completion's copy of the video)."""
+    out.mkdir(parents=True, exist_ok=True)
     spec = out / "spec.json"
     spec.write_text(json.dumps({"model_dir": model_dir, "rows": rows(frame_files), "out_dir": str(out),
                                 "seed": 0, **options}))
