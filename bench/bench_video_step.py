@@ -296,7 +296,7 @@ def report(arms: list[dict], inputs: dict, engines: dict, args) -> str:
             f"{a['tower_cpu_s']:.3f} |")
     base = engines["plain"]
     lines += ["", f"One rollout's generate call ({PROMPTS} prompts x G = {G} rows, {args.tokens} sampled tokens), "
-              f"CPU s, {args.repeat} interleaved repeats:", "",
+              f"CPU s, {2 * args.repeat} interleaved repeats:", "",
               "| engine | min | median | x plain (median) | greedy tokens = plain |", "|---|---:|---:|---:|---|"]
     for name, e in engines.items():
         lines.append(f"| {name} | {e['min_s']:.4f} | {e['median_s']:.4f} | "
