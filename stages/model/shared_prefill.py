@@ -7,8 +7,9 @@ continue from there (it feeds the last prompt token, then samples). The completi
 (greedy: token for token, tested); only the prompt's forward is no longer repeated G times.
 
 Another engine (vLLM, a paged/continuous-batching server) replaces the whole generate call instead; this module
-is the transformers engine's part only. Measured on the tiny CPU model (docs/training.md): generation 12 % less
-CPU; transformers' static cache without torch.compile gained nothing there and is not used.
+is the transformers engine's part only. Measured on the tiny CPU model (bench/bench_video_step.py,
+docs/training.md): a rollout's generate call 7 % less CPU; transformers' static cache without torch.compile gained
+nothing there and is not used.
 """
 from __future__ import annotations
 
