@@ -57,11 +57,11 @@ class PhaseClock:
         self.counts = defaultdict(float)
 
 
-def timed_trainer(clock: PhaseClock, config):
-    """A VideoGRPOTrainer subclass that reports its phases (and what the loss phase processed) to `clock`.
-    `config` is the model config (for the loss-phase FLOPs)."""
+def timed_trainer(clock: PhaseClock, config, base=VideoGRPOTrainer):
+    """A subclass of `base` (VideoGRPOTrainer; TRL's GRPOTrainer for text prompts) that reports its phases (and
+    what the loss phase processed) to `clock`. `config` is the model config (for the loss-phase FLOPs)."""
 
-    class TimedTrainer(VideoGRPOTrainer):
+    class TimedTrainer(base):
         def _generate_single_turn(self, prompt_ids, *args, **kwargs):
             with clock.phase("generate"):
                 completion_ids, logprobs = super()._generate_single_turn(prompt_ids, *args, **kwargs)
@@ -81,7 +81,7 @@ def timed_trainer(clock: PhaseClock, config):
             clock.counts["loss_tokens"] += float(mask.sum())
             clock.counts["loss_flops"] += loss_phase_flops(
                 config, mask.sum(dim=1).tolist(), inputs["completion_mask"].sum(dim=1).tolist(),
-                [r["video_grid_thw"][0].tolist() for r in inputs[VIDEO_ROWS]])
+                [r["video_grid_thw"][0].tolist() for r in inputs.get(VIDEO_ROWS) or []])
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     return TimedTrainer

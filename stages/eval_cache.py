@@ -8,8 +8,9 @@ completion:
   - inputs: per row id, task, prompt text, fps, frame times (when the row carries them) and the content hash of
     its frame file, in evaluation order;
   - decoding: the pinned decoding settings, max_new_tokens and batch_size (left padding depends on the batch);
-  - code: the generation code (stages/model/generate.py, stages/model/video_inputs.py, the frame reader
-    stages/video/frames.py), torch and transformers versions, and the device kind.
+  - code: the generation code (stages/model/generate.py, stages/model/video_inputs.py,
+    stages/model/shared_video.py, the frame reader stages/video/frames.py), torch and transformers versions, and
+    the device kind.
 Entries are <cache_dir>/<key>.json, written atomically; a torn or mismatched entry is ignored and rewritten.
 File hashes are memoised by (path, size, mtime) in <cache_dir>/file-hashes.json so a 15 GB checkpoint is hashed
 once, not on every evaluation.
@@ -24,7 +25,7 @@ from stages.io import read_json, sha256_file, sha256_json, write_json
 
 # Files of a training output folder that do not change what the model generates.
 _NOT_MODEL = {"train_summary.json", "training_args.bin"}
-_GENERATION_CODE = ("model/generate.py", "model/video_inputs.py", "video/frames.py")
+_GENERATION_CODE = ("model/generate.py", "model/video_inputs.py", "model/shared_video.py", "video/frames.py")
 
 
 class FileHasher:

@@ -144,10 +144,12 @@ def _device() -> str:
 
 def generate_outputs(name_or_path: str, rows: list[dict], p: EvaluateParams) -> list[str]:
     from stages.model.generate import generate
+    from stages.model.input_cache import input_cache
     from stages.model.load import load_model
 
     model, processor = load_model(name_or_path)
-    return generate(model, processor, rows, p.max_new_tokens, p.batch_size, desc=f"evaluate {name_or_path}")
+    return generate(model, processor, rows, p.max_new_tokens, p.batch_size, desc=f"evaluate {name_or_path}",
+                    input_cache=input_cache(p.input_cache_dir))
 
 
 def baseline_outputs(name_or_path: str, rows: list[dict], p: EvaluateParams,

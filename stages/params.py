@@ -291,6 +291,12 @@ class TrainParams(Section):
                     "writes to <checkpoint_dir>/<fingerprint of params, model and data>/ and resumes from the "
                     "last complete checkpoint there; a different fingerprint never resumes.")
     resume: bool = Field(True, description="Resume from the last complete checkpoint of the same fingerprint.")
+    input_cache_dir: str | None = Field(
+        ".cache/videorft/inputs",
+        description="Processed model inputs (pixel patches, grid, input_ids) per sample and processor, so the "
+                    "processor runs once per sample, not on every rollout (stages/model/input_cache.py); outside "
+                    "DVC outs, float32 (~8x the frames). None = no cache. $VIDEORFT_CACHE_DIR/inputs wins when "
+                    "that variable is set.")
     keep_checkpoints: bool = Field(False, description="Keep the checkpoints after a successful run.")
     bf16: bool = Field(True, description="bf16 weights and autocast on GPU (paper); ignored on CPU.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, "
@@ -340,6 +346,10 @@ class EvaluateParams(IntervalParams):
                     "code); outside DVC outs so a new candidate never re-runs the base. None = no cache. "
                     "$VIDEORFT_CACHE_DIR/eval-baseline wins when that variable is set.",
     )
+    input_cache_dir: str | None = Field(
+        ".cache/videorft/inputs",
+        description="Processed model inputs per sample and processor, shared with training "
+                    "(train.input_cache_dir; stages/model/input_cache.py). None = no cache.")
     protocol: Literal["ours", "upstream"] = Field(
         "ours",
         description="Scoring protocol of the metrics (docs/tasks.md, 'Two scoring protocols'): 'ours' reads answers "

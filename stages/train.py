@@ -217,6 +217,7 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
     import torch
 
     from stages import tasks as task_registry
+    from stages.model.input_cache import input_cache
     from stages.model.load import load_for_training
     from stages.rl import checkpoints, policy
     from stages.rl.launch import world_rank
@@ -264,6 +265,7 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
             drop_zero_std_groups=p.drop_zero_std_groups,
             t_grpo=p.t_grpo,
             think=think,
+            input_cache=input_cache(p.input_cache_dir),
         )
         from transformers.trainer_callback import ProgressCallback
 

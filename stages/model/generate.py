@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from stages.model.shared_video import share_video_features
 from stages.model.video_inputs import encode_sample, model_video_kwargs, placeholder_token_ids
 
 # Pinned decoding: greedy, one beam; part of the evaluation base-cache key (stages/eval_cache.py).
@@ -12,11 +13,14 @@ DECODING = {"do_sample": False, "num_beams": 1}
 
 @torch.no_grad()
 def generate(model, processor, rows: list[dict], max_new_tokens: int, batch_size: int = 4,
-             desc: str | None = None) -> list[str]:
+             desc: str | None = None, input_cache=None) -> list[str]:
     """rows carry prompt (text), frames (path), fps and frame_times (stages/model/video_inputs.py). Returns one
-    decoded completion per row, in order. With `desc`, a progress bar (samples) on stderr."""
+    decoded completion per row, in order. With `desc`, a progress bar (samples) on stderr; with `input_cache`
+    (stages/model/input_cache.py), processed inputs come from it."""
     from tqdm.auto import tqdm
 
+    share_video_features(model)  # rows that share a video (one clip, several questions) encode it once
+    encode = input_cache.encode_sample if input_cache is not None else encode_sample
     bar = tqdm(total=len(rows), desc=desc, unit="sample", disable=desc is None)
     tok = processor.tokenizer
     cfg = model.config
@@ -24,7 +28,7 @@ def generate(model, processor, rows: list[dict], max_new_tokens: int, batch_size
     outputs: list[str] = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
-        enc = [encode_sample(processor, r) for r in chunk]
+        enc = [encode(processor, r) for r in chunk]
         width = max(len(e["input_ids"]) for e in enc)
         ids = torch.full((len(enc), width), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(enc), width), dtype=torch.long)

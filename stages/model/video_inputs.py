@@ -81,13 +81,17 @@ def encode(processor, messages: list[dict], frames: np.ndarray, fps: float,
     return row
 
 
-def model_video_kwargs(rows: list[dict], input_ids: torch.Tensor, video_token_id: int, image_token_id: int | None):
-    """Forward kwargs for a batch whose row i holds the video rows[i] (one video per row)."""
+def model_video_kwargs(rows: list[dict], input_ids: torch.Tensor, video_token_id: int, image_token_id: int | None,
+                       pixels_of: list[dict] | None = None):
+    """Forward kwargs for a batch whose row i holds the video rows[i] (one video per row). `pixels_of`: the rows
+    whose pixels to pass instead of every row's (the distinct videos: stages/model/shared_video.py)."""
     device = input_ids.device
     mm = torch.zeros_like(input_ids, dtype=torch.int32)
     mm[input_ids == video_token_id] = 2
     if image_token_id is not None:
         mm[input_ids == image_token_id] = 1
-    kwargs = {key: torch.cat([r[key] for r in rows]).to(device) for key in VIDEO_FIELDS if key in rows[0]}
+    pixels = rows if pixels_of is None else pixels_of
+    kwargs = {key: torch.cat([r[key] for r in (pixels if key == "pixel_values_videos" else rows)]).to(device)
+              for key in VIDEO_FIELDS if key in rows[0]}
     kwargs["mm_token_type_ids"] = mm
     return kwargs

@@ -18,7 +18,7 @@ from pathlib import Path
 # Params that do not change the trajectory (where things go, how often we save, launch topology excluded on
 # purpose: a resumed run must use the same world size, so num_processes stays IN the fingerprint).
 NOT_TRAJECTORY = {"out_dir", "checkpoint_dir", "resume", "keep_checkpoints", "save_steps", "save_total_limit",
-                  "logging_steps"}
+                  "logging_steps", "input_cache_dir"}
 # a checkpoint is complete when transformers has written trainer_state.json, its last file, next to the weights
 # and the optimizer state (torch's optimizer.pt, or DeepSpeed's global_step*/ folder)
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")

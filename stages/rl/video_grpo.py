@@ -6,12 +6,16 @@ gradient, the log-probs are those of another input) — silently. It also suppre
 during sampling, so a sampled <|video_pad|> crashes the next forward.
 
 This subclass:
-- tokenizes each prompt with its cached frames (never decoding video in the loop) and keeps the per-row video
-  tensors (pixel_values_videos, video_grid_thw and, for Qwen2.5-VL, second_per_grid_ts; Qwen3-VL's frame times
-  are already text in input_ids) with the rollout batch, as lists that TRL's shuffle/split move with the rows;
+- tokenizes each prompt with its cached frames (never decoding video in the loop; with an input cache, never
+  re-running the processor either) and keeps the per-row video tensors (pixel_values_videos, video_grid_thw
+  and, for Qwen2.5-VL, second_per_grid_ts; Qwen3-VL's frame times are already text in input_ids) with the
+  rollout batch, as lists that TRL's shuffle/split move with the rows;
 - injects those tensors into every log-prob forward (old, ref and policy) through a forward pre-hook around
   TRL's own chunked forward, so TRL's loss code stays untouched;
 - suppresses every vision placeholder token during sampling;
+- encodes each distinct video of a forward once, its features shared by the G completions that hold it, in
+  generation prefill and in the reference and policy forwards (stages/model/shared_video.py), and prefills each
+  distinct prompt once for its G completions (stages/model/shared_prefill.py);
 - optionally drops groups whose rewards are all equal from the loss (stages/rl/group_filter.py) and adds
   T-GRPO's temporal-contrast bonus from rollouts on frame-shuffled video (stages/rl/tgrpo.py).
 Dataset rows need: prompt (conversational, text + {"type": "video"}), frames (path to .npy), fps, and
@@ -25,7 +29,10 @@ import numpy as np
 import torch
 from trl import GRPOTrainer
 
-from stages.model.video_inputs import encode, encode_sample, model_video_kwargs, placeholder_token_ids, sample_frames
+from stages.model.shared_prefill import shared_prefill
+from stages.model.shared_video import distinct_objects, is_shared, share_video_features, video_index
+from stages.model.video_inputs import (VIDEO_FIELDS, encode, encode_sample, model_video_kwargs,
+                                       placeholder_token_ids, sample_frames)
 from stages.rl.group_filter import total_rewards, zero_std_rows
 from stages.rl.tgrpo import accuracy, shuffle_frames, temporal_bonus
 
@@ -64,10 +71,12 @@ def select_rows(batch: dict, keep: torch.Tensor) -> dict:
 
 class VideoGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, reward_funcs, drop_zero_std_groups: bool = False, t_grpo=None, think: bool = True,
-                 **kwargs):
+                 input_cache=None, **kwargs):
         self._drop_zero_std = drop_zero_std_groups
         self._t_grpo = t_grpo if (t_grpo is not None and t_grpo.enabled) else None
         self._think = think
+        # processed inputs (stages/model/input_cache.py): None runs the processor on every rollout
+        self._encode_sample = input_cache.encode_sample if input_cache is not None else encode_sample
         reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
         if self._t_grpo is not None:
             reward_funcs.append(self._bonus_reward())
@@ -77,12 +86,16 @@ class VideoGRPOTrainer(GRPOTrainer):
         self.generation_config.suppress_tokens = suppress
         if getattr(self, "generation_kwargs", None) is not None:
             self.generation_kwargs["suppress_tokens"] = suppress
+        share_video_features(self.model)
+        if self.ref_model is not None:
+            share_video_features(self.ref_model)
         cfg = self.model.config
         self._video_token_id = cfg.video_token_id
         self._image_token_id = getattr(cfg, "image_token_id", None)
         self._pending_inputs: list[dict] | None = None
         self._active_rows: list[dict] | None = None  # video rows aligned with the input_ids being scored
         self._keep_rows: torch.Tensor | None = None
+        self._generation_index: list[int] | None = None  # row -> distinct video of the next generate call
         self._shuffled_acc: torch.Tensor | None = None
         self.t_grpo_last: dict | None = None  # the last shuffled rollout (inspection, tests)
 
@@ -104,25 +117,44 @@ class VideoGRPOTrainer(GRPOTrainer):
             self._shuffled_acc = None
         return output
 
+    def _video_kwargs(self, model, rows: list[dict], input_ids: torch.Tensor):
+        """Forward kwargs for per-row encodings and the row -> distinct-video index: with the shared-features
+        wrapper in `model`, the pixels of each distinct video once (rows of one video hold one pixel tensor:
+        _tokenize_prompts)."""
+        if not is_shared(model):  # asked every time: tests and the benchmark take the wrapper off
+            return model_video_kwargs(rows, input_ids, self._video_token_id, self._image_token_id), None
+        first, inverse = distinct_objects([r["pixel_values_videos"] for r in rows])
+        pixels_of = [rows[i] for i in first]
+        return model_video_kwargs(rows, input_ids, self._video_token_id, self._image_token_id, pixels_of), inverse
+
     def _generation_fields(self, rows: list[dict]):
         """prompt_ids + the multimodal fields TRL's generate path expects, for per-row encodings."""
         prompt_ids = [r["input_ids"] for r in rows]
-        fields = model_video_kwargs(rows, torch.zeros(1, 1, dtype=torch.long), self._video_token_id, None)
+        fields, self._generation_index = self._video_kwargs(self.model, rows, torch.zeros(1, 1, dtype=torch.long))
         fields.pop("mm_token_type_ids")
         # per-token field, left-padded by TRL like input_ids; generation needs it for the 3D rope positions
         fields["mm_token_type_ids"] = [[2 if t == self._video_token_id else 0 for t in ids] for ids in prompt_ids]
         return prompt_ids, fields
 
+    def _generate_single_turn(self, *args, **kwargs):
+        with video_index(self._generation_index), shared_prefill(self.model):
+            return super()._generate_single_turn(*args, **kwargs)
+
     def _tokenize_prompts(self, prompts: list):
+        self._generation_index = None
         inputs = self._pending_inputs
         if inputs is None or "frames" not in inputs[0]:
             return super()._tokenize_prompts(prompts)
         cache: dict[tuple, dict] = {}  # the G copies of a prompt share one encoding
+        videos: dict[tuple, dict] = {}  # prompts on one video share its tensors (encoded once: shared_video.py)
         rows = []
         for prompt, example in zip(prompts, inputs, strict=True):
-            key = (example["frames"], float(example["fps"]), repr(prompt))
+            video = (example["frames"], float(example["fps"]), repr(example.get("frame_times")))
+            key = (*video, repr(prompt))
             if key not in cache:  # a frames error names the file and the sample
-                cache[key] = encode_sample(self.processing_class, example, prompt)
+                row = self._encode_sample(self.processing_class, example, prompt)
+                same = videos.setdefault(video, row)
+                cache[key] = {**row, **{k: same[k] for k in VIDEO_FIELDS if k in row}}
             rows.append(cache[key])
         self._active_rows = rows
         prompt_ids, fields = self._generation_fields(rows)
@@ -236,8 +268,8 @@ class VideoGRPOTrainer(GRPOTrainer):
         for start in range(0, input_ids.size(0), batch_size):
             end = min(start + batch_size, input_ids.size(0))
             ids = input_ids[start:end]
-            extra = model_video_kwargs(rows[start:end], ids, self._video_token_id, self._image_token_id)
-            with inject_kwargs(model, extra):
+            extra, index = self._video_kwargs(model, rows[start:end], ids)
+            with inject_kwargs(model, extra), video_index(index):
                 lp, ent, ax = super()._get_per_token_logps_and_entropies(
                     model, ids, attention_mask[start:end], logits_to_keep, end - start,
                     compute_entropy, compute_aux_loss, **kw,

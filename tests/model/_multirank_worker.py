@@ -100,8 +100,13 @@ def main(spec_path: str) -> None:
     make_bigram_sampler(model, processor.tokenizer)
 
     p = TrainParams(tasks=["tg", "qa"], num_generations=4, per_device_train_batch_size=12, max_steps=2,
-                    logging_steps=1, max_completion_length=16, learning_rate=1e-6, seed=spec["seed"])
+                    logging_steps=1, max_completion_length=16, learning_rate=1e-6, seed=spec["seed"],
+                    deepspeed=spec.get("deepspeed"))
     args = grpo_config(p, str(out / "checkpoints"), use_cpu=True)
+    if args.deepspeed:
+        from stages.train import init_deepspeed_comm
+
+        init_deepspeed_comm(args)
     args.shuffle_dataset = False  # prompts in dataset order: the spec decides which rank holds which task
     args.save_strategy = "no"
     calls: list[dict] = []
@@ -110,6 +115,11 @@ def main(spec_path: str) -> None:
         reward_funcs=[recording(f, calls) for f in T.reward_functions(p.tasks, think=False)],
         train_dataset=build_dataset(spec["rows"], p.tasks),
     )
+    if spec.get("per_row_video"):  # every completion encodes its own copy of the video (the path before sharing)
+        from stages.model.shared_video import unshare_video_features
+
+        for m in {id(m): m for m in (trainer.model, trainer.ref_model) if m is not None}.values():
+            unshare_video_features(m)
     trainer.train()
     (out / f"rank{rank}.jsonl").write_text("".join(json.dumps(c) + "\n" for c in calls))
 

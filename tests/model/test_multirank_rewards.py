@@ -51,10 +51,16 @@ def rows(frame_files):
 
 @pytest.fixture(scope="module")
 def run(tiny_model_dir, frame_files, tmp_path_factory):
-    out = tmp_path_factory.mktemp("multirank")
+    return run_worker(tiny_model_dir, frame_files, tmp_path_factory.mktemp("multirank"))
+
+
+def run_worker(model_dir, frame_files, out: Path, **options) -> dict:
+    """Two GRPO steps of _multirank_worker.py on two CPU processes; `options` go into its spec (deepspeed: a
+    config path; per_row_video: encode every completion's copy of the video)."""
+    out.mkdir(parents=True, exist_ok=True)
     spec = out / "spec.json"
-    spec.write_text(json.dumps({"model_dir": tiny_model_dir, "rows": rows(frame_files), "out_dir": str(out),
-                                "seed": 0}))
+    spec.write_text(json.dumps({"model_dir": model_dir, "rows": rows(frame_files), "out_dir": str(out),
+                                "seed": 0, **options}))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(WORKER), str(spec)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
