@@ -1,16 +1,15 @@
 """What video costs in a GRPO step, side by side in one run (issue 16):
 
   1. step time of a video prompt vs a text prompt of the same token count (text in TRL's plain GRPOTrainer),
-     for the video trainer as it was (every completion encodes its own copy of the video and prefills its own
-     prompt, the processor runs on every rollout) and as it is (each distinct video encoded once per forward,
-     each prompt prefilled once for its G completions; processed inputs from the input cache, warm as after a
-     first epoch or an evaluation); text both in TRL's trainer and in ours (which then only shares the prefill);
+     for the video trainer as it was (every completion encodes its own copy of the video, the processor runs on
+     every rollout) and as it is (each distinct video encoded once per forward; processed inputs from the input
+     cache, warm as after a
+     first epoch or an evaluation); text in TRL's trainer;
   2. vision-tower work per step against the distinct videos of the step: videos encoded per tower call
      (target: the distinct videos, not the G copies);
   3. a sample's model inputs end to end: decode + process vs frame-cache load + process vs input-cache load
      (target: input-cache load >= 50x decode + process);
-  4. generation's share of a step, and one rollout's generate call with and without the shared prefill (and
-     with transformers' static cache).
+  4. generation's share of a step, and one rollout's generate call plain and with transformers' static cache.
 
     python bench/bench_video_step.py                      # 6 steps after 1 warm-up, 3 interleaved rounds
     python bench/bench_video_step.py --steps 3 --rounds 1 --json out.json
@@ -24,7 +23,6 @@ tiny model's processor (Qwen2.5-VL's: patch 14, CLIP normalisation).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -40,9 +38,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 PROMPTS, G, FRAMES, HEIGHT, WIDTH = 2, 8, 8, 84, 112
-ARMS = {  # name: (video?, shared features and prefill?, input cache: None | "warm")
+ARMS = {  # name: (video?, shared video features?, input cache: None | "warm")
     "text (TRL)": (False, False, None),
-    "text, shared prefill": (False, True, None),
     "video, per-row (before)": (True, False, None),
     "video, shared": (True, True, None),
     "video, shared + input cache (warm)": (True, True, "warm"),
@@ -118,14 +115,13 @@ def one_arm(arm: str, steps: int, warmup: int, tokens: int) -> dict:
         if not shared:
             for m in {id(m): m for m in (trainer.model, trainer.ref_model) if m is not None}.values():
                 unshare_video_features(m)
-    else:  # TRL's own trainer; or ours, whose only change for text is the shared prefill
+    else:  # TRL's own trainer
         probe = GRPOTrainer(train_dataset=dataset, **common)
         text = [text_prompt(probe, len(encode_sample(processor, r)["input_ids"]), r["prompt"]) for r in rows]
         del probe
         data = Dataset.from_list([{"prompt": t, "task": "tg", "solution": json.dumps(r["solution"])}
                                   for t, r in zip(text, rows, strict=True)])
-        base = VideoGRPOTrainer if shared else GRPOTrainer
-        trainer = timed_trainer(clock, model.config, base=base)(train_dataset=data, **common)
+        trainer = timed_trainer(clock, model.config, base=GRPOTrainer)(train_dataset=data, **common)
     counters.extend(TowerCounter(m) for m in {id(m): m for m in (trainer.model, trainer.ref_model)
                                               if m is not None}.values())
     trainer.generation_config.min_new_tokens = tokens
@@ -218,13 +214,12 @@ def inputs_end_to_end(repeat: int) -> dict:
 
 def generation_engines(repeat: int, tokens: int) -> dict:
     """One rollout's generate call (2 prompts x G rows, sampled, exactly `tokens` tokens) three ways, interleaved:
-    plain, shared prefill (stages/model/shared_prefill.py), and transformers' static cache (no torch.compile on
+    plain and with transformers' static cache (no torch.compile on
     CPU). CPU seconds per call, min and median; and whether greedy decoding gives the same tokens."""
     import torch
     from bench_train_common import write_clips
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from stages.model.shared_prefill import shared_prefill
     from stages.model.shared_video import distinct_objects, share_video_features, video_index
     from stages.model.tiny import build_tiny_model
     from stages.model.video_inputs import encode_sample, model_video_kwargs
@@ -250,11 +245,10 @@ def generation_engines(repeat: int, tokens: int) -> dict:
 
     def call(engine: str, sample: bool = True):
         extra = {"cache_implementation": "static"} if engine == "static cache" else {}
-        prefill = shared_prefill(model) if engine == "shared prefill" else contextlib.nullcontext()
-        with torch.no_grad(), video_index(index), prefill:
+        with torch.no_grad(), video_index(index):
             return model.generate(input_ids=ids, attention_mask=mask, **video, do_sample=sample, **kw, **extra)
 
-    engines = ("plain", "shared prefill", "static cache")
+    engines = ("plain", "static cache")
     greedy = {e: call(e, sample=False) for e in engines}
     seconds: dict[str, list[float]] = {e: [] for e in engines}
     for _ in range(repeat):
@@ -278,20 +272,19 @@ def summarize(runs: dict[str, list[dict]]) -> list[dict]:
 
 
 def report(arms: list[dict], inputs: dict, engines: dict, args) -> str:
-    trl, ours = arms[0], arms[1]  # text in TRL's trainer, text in ours
+    trl = arms[0]  # text in TRL's trainer
     lines = [f"{os.cpu_count()} CPUs, one torch thread per arm; {PROMPTS} prompts x G = {G}, {args.tokens} tokens, "
              f"{FRAMES} frames {WIDTH}x{HEIGHT}; medians of {args.steps} steps after {args.warmup} warm-up, "
              f"{args.rounds} interleaved rounds (min and median over rounds)", "",
-             "| arm | CPU s/step min | median | x text TRL (min / median) | x text ours (min / median) "
+             "| arm | CPU s/step min | median | x text TRL (min / median) "
              "| generate share | tower calls/step | videos encoded/call | distinct videos/step "
              "| tower forward CPU s/step |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for a in arms:
         per_call = a["tower_videos"] / a["tower_calls"] if a["tower_calls"] else 0.0
         lines.append(
             f"| {a['arm']} | {a['cpu_step_min']:.3f} | {a['cpu_step_median']:.3f} | "
-            f"{a['cpu_step_min'] / trl['cpu_step_min']:.2f} / {a['cpu_step_median'] / trl['cpu_step_median']:.2f} | "
-            f"{a['cpu_step_min'] / ours['cpu_step_min']:.2f} / {a['cpu_step_median'] / ours['cpu_step_median']:.2f} "
+            f"{a['cpu_step_min'] / trl['cpu_step_min']:.2f} / {a['cpu_step_median'] / trl['cpu_step_median']:.2f} "
             f"| {a['generate_share']:.0%} | {a['tower_calls']:.0f} | {per_call:.1f} | {a['distinct_videos']} | "
             f"{a['tower_cpu_s']:.3f} |")
     base = engines["plain"]

@@ -14,8 +14,7 @@ This subclass:
   TRL's own chunked forward, so TRL's loss code stays untouched;
 - suppresses every vision placeholder token during sampling;
 - encodes each distinct video of a forward once, its features shared by the G completions that hold it, in
-  generation prefill and in the reference and policy forwards (stages/model/shared_video.py), and prefills each
-  distinct prompt once for its G completions (stages/model/shared_prefill.py);
+  generation prefill and in the reference and policy forwards (stages/model/shared_video.py);
 - optionally drops groups whose rewards are all equal from the loss (stages/rl/group_filter.py) and adds
   T-GRPO's temporal-contrast bonus from rollouts on frame-shuffled video (stages/rl/tgrpo.py).
 Dataset rows need: prompt (conversational, text + {"type": "video"}), frames (path to .npy), fps, and
@@ -29,7 +28,6 @@ import numpy as np
 import torch
 from trl import GRPOTrainer
 
-from stages.model.shared_prefill import shared_prefill
 from stages.model.shared_video import distinct_objects, is_shared, share_video_features, video_index
 from stages.model.video_inputs import (VIDEO_FIELDS, encode, encode_sample, model_video_kwargs,
                                        placeholder_token_ids, sample_frames)
@@ -137,7 +135,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         return prompt_ids, fields
 
     def _generate_single_turn(self, *args, **kwargs):
-        with video_index(self._generation_index), shared_prefill(self.model):
+        with video_index(self._generation_index):
             return super()._generate_single_turn(*args, **kwargs)
 
     def _tokenize_prompts(self, prompts: list):
