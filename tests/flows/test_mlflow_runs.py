@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.mlflow_runs import FlowRuns
-from stages import lineage, tracking
+from stages import lineage, mlflow_log
 from stages.params import MlflowParams, ModelParams, TrainParams
 from stages.train import mlflow_run, run_name
 
@@ -50,20 +50,20 @@ def _store(tmp_path, monkeypatch) -> str:
 def test_experiments_are_tagged_as_model_training_once_and_a_chosen_kind_stays(tmp_path, monkeypatch):
     uri = _store(tmp_path, monkeypatch)
     client = MlflowClient(uri)
-    kind = tracking.EXPERIMENT_KIND_TAG
+    kind = mlflow_log.EXPERIMENT_KIND_TAG
 
-    tracking.setup(MlflowParams(tracking_uri=uri, experiment="fresh"))  # created by the stage
+    mlflow_log.setup(MlflowParams(tracking_uri=uri, experiment="fresh"))  # created by the stage
     assert client.get_experiment_by_name("fresh").tags[kind] == "custom_model_development"
     old = client.create_experiment("old")  # made before the tag existed
-    tracking.setup(MlflowParams(tracking_uri=uri, experiment="old"))
-    tracking.setup(MlflowParams(tracking_uri=uri, experiment="old"))  # idempotent
+    mlflow_log.setup(MlflowParams(tracking_uri=uri, experiment="old"))
+    mlflow_log.setup(MlflowParams(tracking_uri=uri, experiment="old"))  # idempotent
     assert client.get_experiment(old).tags[kind] == "custom_model_development"
 
     FlowRuns(uri, "flow-made", flow_run_id="f", commit="c")  # created by a flow
     assert client.get_experiment_by_name("flow-made").tags[kind] == "custom_model_development"
     chosen = client.create_experiment("chosen", tags={kind: "genai_development"})  # a user's choice in the UI
     FlowRuns(uri, "chosen", flow_run_id="f", commit="c")
-    tracking.setup(MlflowParams(tracking_uri=uri, experiment="chosen"))
+    mlflow_log.setup(MlflowParams(tracking_uri=uri, experiment="chosen"))
     assert client.get_experiment(chosen).tags[kind] == "genai_development"
 
 
@@ -85,7 +85,7 @@ def test_runs_of_sigkilled_processes_are_marked_killed_and_a_resumed_training_ru
     uri = _store(tmp_path, monkeypatch)
     mp, run_file = MlflowParams(tracking_uri=uri, experiment="killed"), tmp_path / "ckpt" / "mlflow_run.json"
     client = MlflowClient(uri)
-    exp_id = tracking.ensure_experiment(client, "killed")  # the database exists before two processes open it
+    exp_id = mlflow_log.ensure_experiment(client, "killed")  # the database exists before two processes open it
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {"PYTHONPATH": str(ROOT)}
     procs = {how: subprocess.Popen([sys.executable, "-c", STARTS_AND_WAITS, uri, "killed", how, str(run_file)],
                                    cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) for how in ("stage", "train")}
