@@ -237,11 +237,12 @@ def log_mlflow(params: Params, results: dict, files: list[Path], run_name: str =
 
 def data_stages(params: Params) -> None:
     """The pipeline's stages before the warm start, in dvc.yaml's order (stages/graph.py), each through its own
-    main() on the params.yaml the recipe wrote into this workspace: synthetic data, frames, samples, tiny model."""
+    main() on `params` written as this workspace's params.yaml: synthetic data, frames, samples, tiny model."""
     import importlib
 
     from stages import graph
 
+    write_text(Path("params.yaml"), yaml.safe_dump(params.model_dump(), sort_keys=False))  # what each main() reads
     order = graph.stage_names(ROOT)
     t0 = time.time()
     for name in order[:order.index("sft")]:
