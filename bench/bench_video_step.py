@@ -9,7 +9,8 @@
      (target: the distinct videos, not the G copies);
   3. a sample's model inputs end to end: decode + process vs frame-cache load + process vs input-cache load
      (target: input-cache load >= 50x decode + process);
-  4. generation's share of a step, and one rollout's generate call plain and with transformers' static cache.
+  4. generation's share of a step, and one rollout's generate call plain, with transformers' static cache and
+     with the G completions of a prompt sharing one prefill (stages/rl/rollout.py).
 
     python bench/bench_video_step.py                      # 6 steps after 1 warm-up, 3 interleaved rounds
     python bench/bench_video_step.py --steps 3 --rounds 1 --json out.json
@@ -38,11 +39,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 PROMPTS, G, FRAMES, HEIGHT, WIDTH = 2, 8, 8, 84, 112
-ARMS = {  # name: (video?, shared video features?, input cache: None | "warm")
-    "text (TRL)": (False, False, None),
-    "video, per-row (before)": (True, False, None),
-    "video, shared": (True, True, None),
-    "video, shared + input cache (warm)": (True, True, "warm"),
+ARMS = {  # name: (video?, shared video features?, input cache: None | "warm", rollout engine)
+    "text (TRL)": (False, False, None, "hf"),
+    "video, per-row (before)": (True, False, None, "hf"),
+    "video, shared": (True, True, None, "hf"),
+    "video, shared + input cache (warm)": (True, True, "warm", "hf"),
+    "video, shared + input cache + shared prefill": (True, True, "warm", "shared_prefill"),
 }
 
 
@@ -77,7 +79,7 @@ def one_arm(arm: str, steps: int, warmup: int, tokens: int) -> dict:
     from stages.rl.video_grpo import VideoGRPOTrainer
     from stages.train import build_dataset, grpo_config
 
-    video, shared, cache_state = ARMS[arm]
+    video, shared, cache_state, engine = ARMS[arm]
     work = Path(tempfile.mkdtemp(prefix="bench-video-step-"))
     build_tiny_model(TinyModelParams(), work / "model")
     processor = AutoProcessor.from_pretrained(work / "model")
@@ -111,7 +113,8 @@ def one_arm(arm: str, steps: int, warmup: int, tokens: int) -> dict:
                 for row in dataset:
                     cache.encode_sample(processor, row, row["prompt"])
                 cache.hits = cache.misses = 0
-        trainer = timed_trainer(clock, model.config)(train_dataset=dataset, input_cache=cache, **common)
+        trainer = timed_trainer(clock, model.config)(train_dataset=dataset, input_cache=cache, rollout_engine=engine,
+                                                     **common)
         if not shared:
             for m in {id(m): m for m in (trainer.model, trainer.ref_model) if m is not None}.values():
                 unshare_video_features(m)
@@ -214,8 +217,8 @@ def inputs_end_to_end(repeat: int) -> dict:
 
 def generation_engines(repeat: int, tokens: int) -> dict:
     """One rollout's generate call (2 prompts x G rows, sampled, exactly `tokens` tokens) three ways, interleaved:
-    plain and with transformers' static cache (no torch.compile on
-    CPU). CPU seconds per call, min and median; and whether greedy decoding gives the same tokens."""
+    plain, with transformers' static cache (no torch.compile on CPU) and with one shared prefill per prompt.
+    CPU seconds per call, min and median; and whether greedy decoding gives the same tokens."""
     import torch
     from bench_train_common import write_clips
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -224,6 +227,7 @@ def generation_engines(repeat: int, tokens: int) -> dict:
     from stages.model.tiny import build_tiny_model
     from stages.model.video_inputs import encode_sample, model_video_kwargs
     from stages.params import TinyModelParams
+    from stages.rl.rollout import SharedPrefill
 
     work = Path(tempfile.mkdtemp(prefix="bench-video-generate-"))
     build_tiny_model(TinyModelParams(), work / "model")
@@ -243,12 +247,22 @@ def generation_engines(repeat: int, tokens: int) -> dict:
     video = model_video_kwargs(rows, ids, cfg.video_token_id, cfg.image_token_id, [rows[i] for i in first])
     kw = dict(max_new_tokens=tokens, min_new_tokens=tokens, pad_token_id=processor.tokenizer.pad_token_id)
 
+    def video_kwargs(m, rs, sub_ids):
+        first_, index_ = distinct_objects([r["pixel_values_videos"] for r in rs])
+        return model_video_kwargs(rs, sub_ids, cfg.video_token_id, cfg.image_token_id, [rs[i] for i in first_]), index_
+
+    shared = SharedPrefill()
+
     def call(engine: str, sample: bool = True):
         extra = {"cache_implementation": "static"} if engine == "static cache" else {}
         with torch.no_grad(), video_index(index):
+            if engine == "shared prefill":
+                plain = lambda **a: model.generate(**a, do_sample=sample, **kw)  # noqa: E731
+                return shared.generate(model, plain, {"input_ids": ids, "attention_mask": mask, **video}, None, rows,
+                                       video_kwargs)
             return model.generate(input_ids=ids, attention_mask=mask, **video, do_sample=sample, **kw, **extra)
 
-    engines = ("plain", "static cache")
+    engines = ("plain", "static cache", "shared prefill")
     greedy = {e: call(e, sample=False) for e in engines}
     seconds: dict[str, list[float]] = {e: [] for e in engines}
     for _ in range(repeat):

@@ -298,6 +298,10 @@ class TrainParams(Section):
                     "DVC outs, float32 (~8x the frames). None = no cache. $VIDEORFT_CACHE_DIR/inputs wins when "
                     "that variable is set.")
     keep_checkpoints: bool = Field(False, description="Keep the checkpoints after a successful run.")
+    rollout_engine: Literal["hf", "shared_prefill"] = Field(
+        "hf", description="What samples the rollouts (stages/rl/rollout.py, the seam another engine fills): hf = "
+        "transformers' generate as TRL calls it; shared_prefill = the G completions of a prompt share one prompt "
+        "prefill (same samples; docs/training.md has the measured gain).")
     bf16: bool = Field(True, description="bf16 weights and autocast on GPU (paper); ignored on CPU.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, "
                                          "~1/3 more compute (paper: on, see the recipe). TRL default on.")

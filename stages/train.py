@@ -266,6 +266,7 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
             t_grpo=p.t_grpo,
             think=think,
             input_cache=input_cache(p.input_cache_dir),
+            rollout_engine=p.rollout_engine,
         )
         from transformers.trainer_callback import ProgressCallback
 

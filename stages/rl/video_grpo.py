@@ -26,12 +26,14 @@ import contextlib
 
 import numpy as np
 import torch
+from transformers import GenerationMixin
 from trl import GRPOTrainer
 
 from stages.model.shared_video import distinct_objects, is_shared, share_video_features, video_index
 from stages.model.video_inputs import (VIDEO_FIELDS, encode, encode_sample, model_video_kwargs,
                                        placeholder_token_ids, sample_frames)
 from stages.rl.group_filter import total_rewards, zero_std_rows
+from stages.rl.rollout import make_engine
 from stages.rl.tgrpo import accuracy, shuffle_frames, temporal_bonus
 
 VIDEO_ROWS = "video_rows"  # key of the per-row video tensors in TRL's rollout batch
@@ -69,8 +71,9 @@ def select_rows(batch: dict, keep: torch.Tensor) -> dict:
 
 class VideoGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, reward_funcs, drop_zero_std_groups: bool = False, t_grpo=None, think: bool = True,
-                 input_cache=None, **kwargs):
+                 input_cache=None, rollout_engine: str = "hf", **kwargs):
         self._drop_zero_std = drop_zero_std_groups
+        self.rollout_engine = make_engine(rollout_engine)  # stages/rl/rollout.py: the seam
         self._t_grpo = t_grpo if (t_grpo is not None and t_grpo.enabled) else None
         self._think = think
         # processed inputs (stages/model/input_cache.py): None runs the processor on every rollout
@@ -94,6 +97,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         self._active_rows: list[dict] | None = None  # video rows aligned with the input_ids being scored
         self._keep_rows: torch.Tensor | None = None
         self._generation_index: list[int] | None = None  # row -> distinct video of the next generate call
+        self._generation_rows: list[dict] | None = None  # the encodings of the next generate call's rows
         self._shuffled_acc: torch.Tensor | None = None
         self.t_grpo_last: dict | None = None  # the last shuffled rollout (inspection, tests)
 
@@ -128,6 +132,7 @@ class VideoGRPOTrainer(GRPOTrainer):
     def _generation_fields(self, rows: list[dict]):
         """prompt_ids + the multimodal fields TRL's generate path expects, for per-row encodings."""
         prompt_ids = [r["input_ids"] for r in rows]
+        self._generation_rows = rows
         fields, self._generation_index = self._video_kwargs(self.model, rows, torch.zeros(1, 1, dtype=torch.long))
         fields.pop("mm_token_type_ids")
         # per-token field, left-padded by TRL like input_ids; generation needs it for the 3D rope positions
@@ -135,11 +140,34 @@ class VideoGRPOTrainer(GRPOTrainer):
         return prompt_ids, fields
 
     def _generate_single_turn(self, *args, **kwargs):
-        with video_index(self._generation_index):
+        with video_index(self._generation_index), self._engine_generates():
             return super()._generate_single_turn(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def _engine_generates(self):
+        """Route TRL's `unwrapped_model.generate(...)` to the rollout engine (peft's generate ends in the same
+        Hugging Face model's generate)."""
+        model = next(m for m in self.model.modules() if isinstance(m, GenerationMixin))
+        original = model.generate
+        patched = model.__dict__.get("generate")
+        rows = self._generation_rows
+
+        def generate(**inputs):
+            config = inputs.pop("generation_config", None)
+            return self.rollout_engine.generate(model, original, inputs, config, rows, self._video_kwargs)
+
+        model.generate = generate
+        try:
+            yield
+        finally:
+            if patched is None:
+                del model.generate  # back to the class's method
+            else:
+                model.generate = patched
 
     def _tokenize_prompts(self, prompts: list):
         self._generation_index = None
+        self._generation_rows = None
         inputs = self._pending_inputs
         if inputs is None or "frames" not in inputs[0]:
             return super()._tokenize_prompts(prompts)
