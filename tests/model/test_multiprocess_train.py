@@ -1,6 +1,6 @@
 """The train stage on two processes: `python -m stages.train` with train.num_processes = 2 re-launches itself
 (torchrun; gloo on CPU), the ranks train one model together, rank 0 alone logs to MLflow and saves. Where
-DeepSpeed is installed (the `gpu` extra), ZeRO-2 and ZeRO-3 runs of the same seed take the same steps as DDP."""
+DeepSpeed is installed (the `test` extra), ZeRO-2 and ZeRO-3 runs of the same seed take the same steps as DDP."""
 import json
 import subprocess
 import sys
@@ -43,7 +43,7 @@ def test_two_processes_train_one_model_and_log_once(ddp_run):
 
 @pytest.mark.parametrize("zero", ["zero2", "zero3"])
 def test_deepspeed_zero_takes_the_same_steps_as_ddp(zero, ddp_run, answering_model, frame_files, tmp_path):
-    pytest.importorskip("deepspeed", reason="DeepSpeed is the `gpu` extra")
+    pytest.importorskip("deepspeed", reason="DeepSpeed (the `test` and `gpu` extras) is not installed")
     from pathlib import Path
 
     from transformers import AutoModelForImageTextToText

@@ -111,7 +111,7 @@ def test_reference_model_shares_too(tiny_model_dir, frame_files, tmp_path):
 def test_two_processes_take_the_per_row_paths_steps(engine, tiny_model_dir, frame_files, tmp_path):
     """Two CPU processes (torchrun, gloo), two GRPO steps: with shared features the ranks sample the same
     completions and log the same loss, KL and gradient norm as with every completion encoding its copy, under
-    DDP and, where DeepSpeed is installed (the `gpu` extra), ZeRO-2 and ZeRO-3 (ZeRO-3 gathers the tower's
+    DDP and, where DeepSpeed is installed (the `test` extra), ZeRO-2 and ZeRO-3 (ZeRO-3 gathers the tower's
     weights collectively: one tower call per forward on every rank, either way)."""
     from pathlib import Path
 
@@ -119,7 +119,7 @@ def test_two_processes_take_the_per_row_paths_steps(engine, tiny_model_dir, fram
 
     options = {}
     if engine != "ddp":
-        pytest.importorskip("deepspeed", reason="DeepSpeed is the `gpu` extra")
+        pytest.importorskip("deepspeed", reason="DeepSpeed (the `test` and `gpu` extras) is not installed")
         options["deepspeed"] = str(Path(__file__).resolve().parents[2] / "infra" / "deepspeed" / f"{engine}.json")
     shared = run_worker(tiny_model_dir, frame_files, tmp_path / "shared", **options)
     per_row = run_worker(tiny_model_dir, frame_files, tmp_path / "per_row", per_row_video=True, **options)
