@@ -299,7 +299,7 @@ class TrainParams(Section):
                     "that variable is set.")
     keep_checkpoints: bool = Field(False, description="Keep the checkpoints after a successful run.")
     rollout_engine: Literal["hf", "shared_prefill"] = Field(
-        "hf", description="What samples the rollouts (stages/rl/rollout.py, the seam another engine fills): hf = "
+        "shared_prefill", description="What samples the rollouts (stages/rl/rollout.py, the seam another engine fills): hf = "
         "transformers' generate as TRL calls it; shared_prefill = the G completions of a prompt share one prompt "
         "prefill (same samples; docs/training.md has the measured gain).")
     bf16: bool = Field(True, description="bf16 weights and autocast on GPU (paper); ignored on CPU.")
