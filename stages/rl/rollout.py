@@ -15,10 +15,10 @@ It returns prompt + completion ids, one row per input row, as `generate` does.
 Engines (train.rollout_engine):
 - `hf`: transformers' generate as TRL calls it.
 - `shared_prefill`: the G completions of a prompt share one prefill. The distinct prompts (all tokens but the
-  last) go through the model once, their KV cache is copied to the G rows of each, and generate continues
-  from there with the 3-D rope positions it would give the whole prompt; the video is in the cache, so generate
-  gets no pixels. Equal to `hf` to float
-  tolerance, also with prompts of different lengths in one left-padded batch (tests/model/test_rollout_engine.py).
+  last) go through the model once, their KV cache is copied to the G rows of each, and generate continues from
+  there with the 3-D rope positions it would give the whole prompt; the video is in the cache, so generate gets
+  no pixels. The same samples as `hf`, also with prompts of different lengths in one left-padded batch
+  (tests/model/test_rollout_engine.py).
 """
 from __future__ import annotations
 

@@ -71,7 +71,7 @@ def select_rows(batch: dict, keep: torch.Tensor) -> dict:
 
 class VideoGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, reward_funcs, drop_zero_std_groups: bool = False, t_grpo=None, think: bool = True,
-                 input_cache=None, rollout_engine: str = "hf", **kwargs):
+                 input_cache=None, rollout_engine: str = "shared_prefill", **kwargs):
         self._drop_zero_std = drop_zero_std_groups
         self.rollout_engine = make_engine(rollout_engine)  # stages/rl/rollout.py: the seam
         self._t_grpo = t_grpo if (t_grpo is not None and t_grpo.enabled) else None

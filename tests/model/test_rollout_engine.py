@@ -99,3 +99,19 @@ def test_shared_prefill_samples_what_plain_generate_samples_from_the_shipped_bas
     _, shared = sampled(base, frame_files, tmp_path, "shared_prefill", [SHORT, LONG])
     assert torch.equal(plain["completion_ids"], shared["completion_ids"])
     assert torch.allclose(plain["advantages"], shared["advantages"])
+
+
+def test_shared_prefill_under_lora(tiny_model_dir, frame_files, tmp_path):
+    """With LoRA, TRL generates through peft's wrapper: the engine is still reached, with the same samples."""
+    from stages.params import LoraParams
+    from stages.rl.policy import lora_config
+
+    extra = {"peft_config": lora_config(LoraParams(enabled=True, r=4, alpha=8, dropout=0.0))}
+    out = {}
+    for engine in ("hf", "shared_prefill"):
+        tr = make_trainer(tiny_model_dir, frame_files, [length_reward], tmp_path / engine,
+                          rows=rows_of(frame_files, [SHORT, LONG]), trainer_kwargs={**extra, "rollout_engine": engine})
+        torch.manual_seed(123)
+        out[engine] = rollout(tr)[1]["completion_ids"]
+    assert tr.rollout_engine.last_prefill_rows == 2
+    assert torch.equal(out["hf"], out["shared_prefill"])
