@@ -42,8 +42,14 @@ RECIPE = ROOT / "recipes/pretrain-base.yaml"
 def settings(recipe: Path) -> dict:
     tree = yaml.safe_load(recipe.read_text()) or {}
     cfg = {"out_dir": "pretrained/tiny-qwen2_5_vl", "eval_epochs": [], "eval_per_task": 64, "threads": 2,
-           "targets": "gold", "box_scale": 0.7,
+           "targets": "gold", "box_scale": 0.7, "samples_per_task": {}, "repeat": {},
            **(tree.get("pretrain") or {})}
+    scale = cfg["box_scale"]
+    if not (isinstance(scale, (int, float)) or (isinstance(scale, list) and len(scale) == 2 and scale[0] <= scale[1])):
+        raise ValueError(f"pretrain.box_scale must be a number or [low, high], got {scale!r}")
+    for key in ("samples_per_task", "repeat"):
+        if not isinstance(cfg[key], dict) or not all(isinstance(v, int) and v >= 1 for v in cfg[key].values()):
+            raise ValueError(f"pretrain.{key} must map task names to counts >= 1, got {cfg[key]!r}")
     return cfg
 
 
@@ -81,11 +87,41 @@ def centre_region(box: list[float], scale: float) -> list[float]:
 FRAMES_TASKS = ("tg", "gqa", "tracking", "qa")
 
 
-def related_solution(row: dict, box_scale: float) -> dict:
+def row_scale(row: dict, box_scale, seed: int) -> float:
+    """The tracking target's scale for this sequence: box_scale itself, or for [low, high] a uniform draw that
+    depends only on (seed, sample id), so it does not change with the order or the set of rows."""
+    if not isinstance(box_scale, list):
+        return float(box_scale)
+    u = random.Random(int.from_bytes(hashlib.sha256(f"{seed}:{row['id']}".encode()).digest()[:8], "big")).random()
+    return box_scale[0] + (box_scale[1] - box_scale[0]) * u
+
+
+def select_training_rows(rows: list[dict], tasks: list[str], per_task: int | None, caps: dict[str, int],
+                         repeat: dict[str, int], seed: int) -> list[dict]:
+    """stage sft's selection (sft.select_rows: one seeded shuffle per task, tasks in name order, each sample id
+    once) with a cap per task, `caps[task]` else `per_task`, and `repeat[task]` copies of a task's rows per epoch
+    (a task with few rows is then seen as often as one with many distinct rows). No caps and no repeats give
+    sft.select_rows' rows exactly."""
+    rng = random.Random(seed)
+    by_task: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["task"] in tasks:
+            by_task.setdefault(r["task"], []).append(r)
+    out = []
+    for task in sorted(by_task):
+        unique = list({r["id"]: r for r in sorted(by_task[task], key=lambda r: r["id"])}.values())
+        rng.shuffle(unique)
+        cap = caps.get(task, per_task)
+        out += (unique[:cap] if cap else unique) * repeat.get(task, 1)
+    return out
+
+
+def related_solution(row: dict, box_scale, seed: int = 0) -> dict:
     """The pretraining answer for the `frames` targets: related perception objectives, in each task's layout.
     tg and gqa evidence: the span the sampled frames show (docs/base-model.md), not the event's boundaries between
     frames; tracking: the object's central region (each box scaled by `box_scale` about its centre), not its
-    extent; answer letters as they are. The gap to the gold answer is what RL has left to learn."""
+    extent; answer letters as they are. The gap to the gold answer is what RL has left to learn. box_scale
+    [low, high]: one scale per sequence (row_scale), so the base is unsure how loose a box should be."""
     task, sol = row["task"], row["solution"]
     if task == "tg":
         span = shown_span(sol["timestamps"], frame_times(row))
@@ -94,7 +130,8 @@ def related_solution(row: dict, box_scale: float) -> dict:
         spans = [shown_span(g, frame_times(row)) for g in sol["glue"]]
         return {**sol, "glue": [s if s else g for s, g in zip(spans, sol["glue"])]}
     if task == "tracking":
-        return {"boxes": [centre_region(b, box_scale) for b in sol["boxes"]]}
+        scale = row_scale(row, box_scale, seed)
+        return {"boxes": [centre_region(b, scale) for b in sol["boxes"]]}
     return sol
 
 
@@ -120,19 +157,21 @@ def pretrain(params: Params, cfg: dict, out: Path) -> dict:
     samples = Path(params.build_samples.out_dir)
     processor = AutoProcessor.from_pretrained(params.tiny_model.out_dir)
     model = AutoModelForImageTextToText.from_pretrained(params.tiny_model.out_dir, dtype=torch.float32)
-    train = sft.select_rows([r for r in read_jsonl(samples / "train.jsonl") if r["task"] in params.sft.tasks],
-                            params.sft.max_samples_per_task, params.sft.seed)
+    train = select_training_rows(read_jsonl(samples / "train.jsonl"), params.sft.tasks,
+                                 params.sft.max_samples_per_task, cfg["samples_per_task"], cfg["repeat"],
+                                 params.sft.seed)
     if cfg["targets"] == "frames" and (skipped := sorted({r["task"] for r in train} - set(FRAMES_TASKS))):
         print(f"pretrain: the frames targets have no objective for {skipped}: their rows are left out", flush=True)
         train = [r for r in train if r["task"] in FRAMES_TASKS]
     held_out = select(read_jsonl(samples / "eval.jsonl"), cfg["eval_per_task"])
     record = {"examples": len(train), "held_out": len(held_out), "targets": cfg["targets"],
-              "box_scale": cfg["box_scale"],
+              "box_scale": cfg["box_scale"], "samples_per_task": cfg["samples_per_task"], "repeat": cfg["repeat"],
               "blind_best": blind_reference(train, held_out, think), "curve": []}
     if cfg["targets"] not in ("gold", "frames"):
         raise ValueError(f"pretrain.targets must be gold or frames, got {cfg['targets']!r}")
     examples = [sft.encode_example(processor, r, think,
-                                   related_solution(r, cfg["box_scale"]) if cfg["targets"] == "frames" else None)
+                                   related_solution(r, cfg["box_scale"], params.sft.seed)
+                                   if cfg["targets"] == "frames" else None)
                 for r in train]
     c0, t0 = time.process_time(), time.time()
 

@@ -1,0 +1,67 @@
+"""The pretraining recipe's targets and row selection (recipes/pretrain_base.py), computed by hand."""
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from recipes import pretrain_base as pb  # noqa: E402
+from stages import sft  # noqa: E402
+
+TIMES = [0.0, 1.125, 2.25, 3.375, 4.5, 5.625, 6.75, 7.875]
+
+
+def test_shown_span_is_what_the_frames_show():
+    # docs/base-model.md's examples: frames at 2.25 and 3.375 s inside [2.00, 4.50] -> 2.25 to 4.50
+    assert pb.shown_span([2.0, 4.5], TIMES) == [2.25, 4.5]
+    assert pb.shown_span([1.25, 2.5], TIMES) == [2.25, 3.5]
+    assert pb.shown_span([1.2, 2.2], TIMES) is None
+
+
+def test_centre_region_scales_about_the_centre():
+    assert pb.centre_region([0.2, 0.4, 0.6, 0.8], 0.5) == [0.3, 0.5, 0.5, 0.7]
+
+
+def _rows():
+    return [{"id": f"{t}-{k}", "task": t} for t in ("tg", "tracking", "qa") for k in range(10)]
+
+
+def test_selection_without_caps_is_the_sft_stages():
+    rows = _rows()
+    assert pb.select_training_rows(rows, ["tg", "tracking", "qa"], 4, {}, {}, 0) == \
+        sft.select_rows(rows, 4, 0)
+
+
+def test_caps_and_repeats_per_task():
+    rows = _rows()
+    out = pb.select_training_rows(rows, ["tg", "tracking"], 3, {"tracking": 8}, {"tg": 3}, 0)
+    tg = [r["id"] for r in out if r["task"] == "tg"]
+    tracking = [r["id"] for r in out if r["task"] == "tracking"]
+    assert len(tg) == 9 and len(set(tg)) == 3 and tg[:3] * 3 == tg
+    assert len(tracking) == 8 and len(set(tracking)) == 8
+    assert not [r for r in out if r["task"] == "qa"]
+
+
+def test_row_scale_fixed_or_one_draw_per_sequence():
+    row = {"id": "seq-7", "task": "tracking"}
+    assert pb.row_scale(row, 0.7, 0) == 0.7
+    a = pb.row_scale(row, [0.55, 0.85], 0)
+    assert 0.55 <= a <= 0.85 and a == pb.row_scale(dict(row), [0.55, 0.85], 0)
+    draws = {pb.row_scale({"id": f"seq-{k}"}, [0.55, 0.85], 0) for k in range(50)}
+    assert len(draws) == 50 and min(draws) < 0.6 and max(draws) > 0.8  # spread over the range
+    sol = pb.related_solution({"id": "seq-7", "task": "tracking", "solution": {"boxes": [[0.2, 0.2, 0.6, 0.6]]}},
+                              [0.55, 0.85], 0)
+    w = sol["boxes"][0][2] - sol["boxes"][0][0]
+    assert w == pytest.approx(0.4 * a, abs=0.011)
+
+
+def test_bad_recipe_settings_are_refused(tmp_path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("pretrain:\n  box_scale: [0.9, 0.5]\n")
+    with pytest.raises(ValueError, match="box_scale"):
+        pb.settings(bad)
+    bad.write_text("pretrain:\n  repeat: {tg: 0}\n")
+    with pytest.raises(ValueError, match="repeat"):
+        pb.settings(bad)
