@@ -98,21 +98,18 @@ def row_scale(row: dict, box_scale, seed: int) -> float:
 
 def select_training_rows(rows: list[dict], tasks: list[str], per_task: int | None, caps: dict[str, int],
                          repeat: dict[str, int], seed: int) -> list[dict]:
-    """stage sft's selection (sft.select_rows: one seeded shuffle per task, tasks in name order, each sample id
-    once) with a cap per task, `caps[task]` else `per_task`, and `repeat[task]` copies of a task's rows per epoch
-    (a task with few rows is then seen as often as one with many distinct rows). No caps and no repeats give
-    sft.select_rows' rows exactly."""
-    rng = random.Random(seed)
-    by_task: dict[str, list[dict]] = {}
-    for r in rows:
-        if r["task"] in tasks:
-            by_task.setdefault(r["task"], []).append(r)
+    """stage sft's selection (sft.select_rows, seeded) with a cap per task, `caps[task]` else `per_task`, and
+    `repeat[task]` copies of a task's rows per epoch (a task with few rows is then seen as often as one with many
+    distinct rows). The cap is taken from sft.select_rows' uncapped shuffle, which draws the same permutations, so
+    no caps and no repeats give sft.select_rows' rows exactly."""
+    from stages import sft
+
+    shuffled = sft.select_rows([r for r in rows if r["task"] in tasks], None, seed)
     out = []
-    for task in sorted(by_task):
-        unique = list({r["id"]: r for r in sorted(by_task[task], key=lambda r: r["id"])}.values())
-        rng.shuffle(unique)
+    for task in sorted({r["task"] for r in shuffled}):
+        group = [r for r in shuffled if r["task"] == task]
         cap = caps.get(task, per_task)
-        out += (unique[:cap] if cap else unique) * repeat.get(task, 1)
+        out += (group[:cap] if cap else group) * repeat.get(task, 1)
     return out
 
 
