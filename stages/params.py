@@ -312,6 +312,12 @@ class TrainParams(Section):
         False, description="Drop groups whose G rewards are all equal from the loss (zero advantage = no learning "
         "signal; their KL term would still pull and they dilute the batch mean). The fraction dropped is logged "
         "as filter/dropped_frac. Paper: off.")
+    guide_lost_groups: bool = Field(
+        False, description="Off-policy guidance (LUFFY-style, stages/rl/guidance.py): in a group whose G answers "
+        "all score a total reward of exactly 0 (the layout lost by every one), the last completion is replaced by "
+        "the sample's gold answer in the prompt's layout, scored by the same rewards, so that the group has a "
+        "signal again instead of an absorbing zero-advantage state. Healthy groups are never touched; the "
+        "fraction guided is logged as guide/guided_frac. Needs whole groups per device. Paper: off.")
     t_grpo: TGrpoParams = Field(default_factory=TGrpoParams, description="Temporal-contrast bonus (Video-R1).")
     num_processes: int = Field(1, description="Processes (GPUs) on this machine; > 1 re-launches the stage "
                                "under `accelerate launch` (paper: 8).")

@@ -2,7 +2,7 @@
 
 Reads data/samples/train.jsonl and the frame cache; writes models/run/ (safetensors + processor +
 train_summary.json) and logs every training metric — per-task reward curves (rewards/<task>_<part>/mean), KL,
-completion length, frac_reward_zero_std, filter/ and t_grpo/ metrics when those options are on — to one MLflow
+completion length, frac_reward_zero_std, filter/, guide/ and t_grpo/ metrics when those options are on — to one MLflow
 run. A killed run resumes from its last complete checkpoint (stages/rl/checkpoints.py); train.num_processes > 1
 re-launches the stage under accelerate/torchrun (stages/rl/launch.py).
 """
@@ -263,6 +263,7 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
             callbacks=[MlflowLogger()],
             peft_config=policy.lora_config(p.lora),
             drop_zero_std_groups=p.drop_zero_std_groups,
+            guide_lost_groups=p.guide_lost_groups,
             t_grpo=p.t_grpo,
             think=think,
             input_cache=input_cache(p.input_cache_dir),

@@ -17,6 +17,8 @@ def log_line(logs: dict, step: int, max_steps: int, tasks: list[str]) -> str | N
             fields.append(f"{task} " + " ".join(f"{name} {float(v):.2f}" for name, v in parts))
     if logs.get("kl") is not None:
         fields.append(f"kl {float(logs['kl']):.3f}")
+    if logs.get("guide/guided_frac"):  # shown only when gold answers entered the groups (stages/rl/guidance.py)
+        fields.append(f"guided {float(logs['guide/guided_frac']):.2f}")
     if logs.get("step_time") is not None:
         fields.append(f"{float(logs['step_time']):.2f} s/step")
     return " | ".join(fields)

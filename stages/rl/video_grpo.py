@@ -15,8 +15,9 @@ This subclass:
 - suppresses every vision placeholder token during sampling;
 - encodes each distinct video of a forward once, its features shared by the G completions that hold it, in
   generation prefill and in the reference and policy forwards (stages/model/shared_video.py);
-- optionally drops groups whose rewards are all equal from the loss (stages/rl/group_filter.py) and adds
-  T-GRPO's temporal-contrast bonus from rollouts on frame-shuffled video (stages/rl/tgrpo.py).
+- optionally drops groups whose rewards are all equal from the loss (stages/rl/group_filter.py), adds
+  T-GRPO's temporal-contrast bonus from rollouts on frame-shuffled video (stages/rl/tgrpo.py), and puts the gold
+  answer into groups whose every answer scored 0 (stages/rl/guidance.py).
 Dataset rows need: prompt (conversational, text + {"type": "video"}), frames (path to .npy), fps, and
 frame_times when known (stages/model/video_inputs.py); T-GRPO also task and solution.
 """
@@ -33,6 +34,7 @@ from stages.model.shared_video import distinct_objects, is_shared, share_video_f
 from stages.model.video_inputs import (VIDEO_FIELDS, encode, encode_sample, model_video_kwargs,
                                        placeholder_token_ids, sample_frames)
 from stages.rl.group_filter import total_rewards, zero_std_rows
+from stages.rl.guidance import gold_completion_ids, lost_groups
 from stages.rl.rollout import make_engine
 from stages.rl.tgrpo import accuracy, shuffle_frames, temporal_bonus
 
@@ -71,14 +73,17 @@ def select_rows(batch: dict, keep: torch.Tensor) -> dict:
 
 class VideoGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, reward_funcs, drop_zero_std_groups: bool = False, t_grpo=None, think: bool = True,
-                 input_cache=None, rollout_engine: str = "shared_prefill", **kwargs):
+                 input_cache=None, rollout_engine: str = "shared_prefill", guide_lost_groups: bool = False,
+                 **kwargs):
         self._drop_zero_std = drop_zero_std_groups
+        self._guide = guide_lost_groups
         self.rollout_engine = make_engine(rollout_engine)  # stages/rl/rollout.py: the seam
         self._t_grpo = t_grpo if (t_grpo is not None and t_grpo.enabled) else None
         self._think = think
         # processed inputs (stages/model/input_cache.py): None runs the processor on every rollout
         self._encode_sample = input_cache.encode_sample if input_cache is not None else encode_sample
         reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+        self._n_task_rewards = len(reward_funcs)  # guidance scores with these (not the T-GRPO bonus)
         if self._t_grpo is not None:
             reward_funcs.append(self._bonus_reward())
         super().__init__(*args, reward_funcs=reward_funcs, **kwargs)
@@ -138,6 +143,46 @@ class VideoGRPOTrainer(GRPOTrainer):
         # per-token field, left-padded by TRL like input_ids; generation needs it for the 3D rope positions
         fields["mm_token_type_ids"] = [[2 if t == self._video_token_id else 0 for t in ids] for ids in prompt_ids]
         return prompt_ids, fields
+
+    def _generate(self, prompts: list):
+        out = super()._generate(prompts)
+        if self._guide and self.model.training and self._pending_inputs is not None:
+            out = self._guide_lost_groups(prompts, out)
+        return out
+
+    def _guide_lost_groups(self, prompts: list, out: tuple) -> tuple:
+        """Replace the last completion of each local group whose answers all scored 0 by the gold answer
+        (stages/rl/guidance.py). Groups are whole on a rank: the params require a per-device batch of whole groups."""
+        prompt_ids, completion_ids, tool_mask, completions, logprobs, extra, images, tool_images = out
+        inputs, g = self._pending_inputs, self.num_generations
+        if len(inputs) % g:
+            raise RuntimeError(f"guide_lost_groups needs whole groups on a rank: {len(inputs)} rows, G={g}")
+        keys = [k for k in inputs[0] if k not in ("prompt", "completion", "completion_ids")]
+        kwargs = {k: [x[k] for x in inputs] for k in keys}
+        columns = []
+        for func in self.reward_funcs[: self._n_task_rewards]:
+            scores = func(prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs)
+            columns.append([torch.nan if r is None else float(r) for r in scores])
+        totals = total_rewards(torch.tensor(columns).T, self.reward_weights[: self._n_task_rewards].cpu())
+        lost = lost_groups(totals, g)
+        self._metrics["train"]["guide/guided_frac"].append(lost.float().mean().item())
+        if not bool(lost.any()):
+            return out
+        if logprobs is not None or tool_mask is not None:
+            raise RuntimeError("guide_lost_groups supports the transformers rollout path only (no sampling "
+                               "log-probs, no tools)")
+        completion_ids, completions = list(completion_ids), list(completions)
+        tok = self._tokenizer
+        end = tok.convert_tokens_to_ids("<|im_end|>")
+        end = end if end in self.eos_token_ids else self.eos_token_ids[0]
+        for group in lost.nonzero().squeeze(1).tolist():
+            j = group * g + g - 1
+            ids = gold_completion_ids(tok, inputs[j]["task"], inputs[j]["solution"], self._think, end,
+                                      self.max_completion_length)
+            text = self.processing_class.batch_decode([ids], skip_special_tokens=True)[0]
+            completion_ids[j] = ids
+            completions[j] = [{**completions[j][0], "content": text}] if isinstance(completions[j], list) else text
+        return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra, images, tool_images
 
     def _generate_single_turn(self, *args, **kwargs):
         with video_index(self._generation_index), self._engine_generates():

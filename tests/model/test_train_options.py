@@ -263,3 +263,57 @@ def test_sampler_draws_tasks_in_the_weighted_proportion(tiny_model_dir, frame_fi
     tr = make_trainer(tiny_model_dir, frame_files, [length_reward], tmp_path, rows=rows)
     draws = [tr.train_dataset[i]["task"] for i in list(tr._get_train_sampler())[::tr.num_generations]]
     assert len(draws) == 14 and draws.count("tg") == 12 and draws.count("qa") == 2
+
+
+# -- guidance of groups that lost the layout ------------------------------------------------------------------
+
+def test_lost_groups_table():
+    from stages.rl.guidance import lost_groups
+
+    nan = float("nan")
+    totals = torch.tensor([0.0, 0.0, 0.0, 0.0,  # every answer scored 0: lost
+                           0.0, 0.0, 0.5, 0.0,  # one answer scored: a signal, untouched
+                           0.0, nan, 0.0, 0.0,  # an unscored row: not judged lost
+                           1.0, 1.0, 1.0, 1.0])  # flat but scored: untouched (drop_zero_std_groups' business)
+    assert lost_groups(totals, 4).tolist() == [True, False, False, False]
+
+
+def test_a_group_whose_answers_all_scored_zero_gets_the_gold_answer_and_a_signal(tiny_model_dir, frame_files,
+                                                                                tmp_path):
+    from stages import tasks as task_registry
+    from stages.rl.guidance import gold_completion_ids
+
+    rewards = task_registry.reward_functions(["tg"], think=False)  # the random tiny model never writes the layout
+    rows = tg_rows(frame_files, 2)
+    plain = make_trainer(tiny_model_dir, frame_files, rewards, tmp_path / "a", rows=rows, max_completion_length=48)
+    _, off = rollout(plain)
+    assert off["advantages"].abs().max() == 0, "without guidance a lost group has no signal"
+
+    tr = make_trainer(tiny_model_dir, frame_files, rewards, tmp_path / "b", rows=rows, max_completion_length=48,
+                      trainer_kwargs={"guide_lost_groups": True, "think": False})
+    inputs, out = rollout(tr)
+    assert tr._metrics["train"]["guide/guided_frac"] == [1.0]
+    tok = tr.processing_class.tokenizer
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    ids, mask = out["completion_ids"], out["completion_mask"]
+    for j in range(len(inputs)):
+        got = ids[j][mask[j].bool()].tolist()
+        if j % 4 == 3:  # the last of each group: the gold answer in the prompt's layout, ended by <|im_end|>
+            want = gold_completion_ids(tok, "tg", inputs[j]["solution"], False, end, 48)
+            assert got == want and want[-1] == end
+            assert "<answer>" in tok.decode(got) and out["advantages"][j] > 0
+        else:  # the sampled answers stay as sampled (same seed as the run without guidance) and are pushed down
+            assert got == off["completion_ids"][j][off["completion_mask"][j].bool()].tolist()
+            assert out["advantages"][j] < 0
+
+
+def test_guidance_leaves_groups_with_a_signal_untouched(tiny_model_dir, frame_files, tmp_path):
+    rows = tg_rows(frame_files, 2)
+    plain = make_trainer(tiny_model_dir, frame_files, [length_reward], tmp_path / "a", rows=rows)
+    _, off = rollout(plain)
+    tr = make_trainer(tiny_model_dir, frame_files, [length_reward], tmp_path / "b", rows=rows,
+                      trainer_kwargs={"guide_lost_groups": True})
+    _, out = rollout(tr)
+    assert tr._metrics["train"]["guide/guided_frac"] == [0.0]
+    assert torch.equal(out["completion_ids"], off["completion_ids"])
+    assert torch.equal(out["advantages"], off["advantages"])

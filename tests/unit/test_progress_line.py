@@ -23,3 +23,10 @@ def test_one_line_per_log_with_each_task_parts():
 def test_end_of_training_totals_and_empty_logs_print_nothing():
     assert log_line({"train_runtime": 139.1, "train_loss": 0.0042}, 150, 150, ["tg"]) is None  # the stage says it
     assert log_line({"learning_rate": 3e-4}, 3, 150, ["tg"]) is None
+
+
+def test_guided_groups_show_only_when_gold_answers_entered():
+    logs = {"reward": 1.0, "kl": 0.01, "rewards/gqa_format/mean": 0.61}
+    assert "guided" not in log_line({**logs, "guide/guided_frac": 0.0}, 60, 150, ["gqa"])
+    assert log_line({**logs, "guide/guided_frac": 0.025}, 60, 150, ["gqa"]) == (
+        "step 60/150 | reward 1.000 | gqa format 0.61 | kl 0.010 | guided 0.03")
