@@ -8,7 +8,8 @@ bootstrap intervals. One demo run is one draw: this is how a setting is chosen b
         --variant beta0.2=train.beta=0.2,train.loss_type=dapo
 
 Work dir runs/demo-seeds: the demo's data stages run once (same params, same samples as `dvc repro`), the base
-is evaluated once; every run's differences go to results.json and one table line on stdout. CPU: about 3 minutes
+is evaluated once; every run's differences go to one table line on stdout and are appended to results.json (runs
+of earlier calls in the work dir are kept, each with its overrides, -S settings and date). CPU: about 3 minutes
 of wall time per run on 2 cores. Run it alone: two torch processes on 2 cores slow each other far more than 2x.
 """
 from __future__ import annotations
@@ -39,6 +40,11 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     if any(not s.startswith("train.") for s in items):  # the data and the base are built once for all variants
         raise SystemExit(f"--variant {name}: only train.* settings can vary here, got {items}")
     return name, items
+
+
+def previous_runs(path: Path) -> list[dict]:
+    """The runs earlier calls in this work dir recorded: results.json accumulates (delete it to start over)."""
+    return json.loads(path.read_text()).get("runs", []) if path.exists() else []
 
 
 def evaluate(p, model: str, rows: list[dict]):
@@ -82,7 +88,7 @@ def main() -> None:
     base_metrics, base_records = evaluate(p0, base, rows)
     evaluated = {r["task"] for r in base_records}
 
-    results = []
+    results = previous_runs(Path("results.json"))
     for name, items in variants:
         for seed in seeds:
             p = load_params(ROOT / "params.yaml", mlflow + [f"model.name_or_path={base}", f"train.seed={seed}"] + items)
@@ -93,7 +99,8 @@ def main() -> None:
             summary = train.run(tp, p.model, p.mlflow, "data/samples/train.jsonl", p.build_samples.think)
             wall = time.time() - t0
             _, records = evaluate(p, out, rows)
-            row = {"variant": name, "overrides": items, "seed": seed, "train_wall_s": round(wall, 1),
+            row = {"variant": name, "overrides": items, "set": args.set, "seed": seed,
+                   "date": time.strftime("%Y-%m-%d %H:%M"), "train_wall_s": round(wall, 1),
                    "mlflow_run_id": summary.get("mlflow_run_id")}
             for task, metric in [(t, m) for t, m in COLUMNS if t in evaluated]:
                 iv = bootstrap.paired_interval(task, by_task(records, task), by_task(base_records, task),

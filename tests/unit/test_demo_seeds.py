@@ -19,3 +19,12 @@ def test_variant_is_a_name_and_train_settings():
 def test_a_variant_that_would_need_other_data_or_is_malformed_is_refused(bad):
     with pytest.raises(SystemExit):
         parse_variant(bad)
+
+
+def test_results_accumulate_across_calls(tmp_path):
+    from demo_seeds import previous_runs
+
+    path = tmp_path / "results.json"
+    assert previous_runs(path) == []
+    path.write_text('{"base": {}, "runs": [{"variant": "a", "seed": 0}, {"variant": "b", "seed": 1}]}')
+    assert [r["variant"] for r in previous_runs(path)] == ["a", "b"]
