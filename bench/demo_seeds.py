@@ -101,7 +101,8 @@ def main() -> None:
             _, records = evaluate(p, out, rows)
             row = {"variant": name, "overrides": items, "set": args.set, "seed": seed,
                    "date": time.strftime("%Y-%m-%d %H:%M"), "train_wall_s": round(wall, 1),
-                   "mlflow_run_id": summary.get("mlflow_run_id")}
+                   "mlflow_run_id": summary.get("mlflow_run_id"),
+                   "selected_step": summary.get("selected_step")}  # train.validation's pick (else the last)
             for task, metric in [(t, m) for t, m in COLUMNS if t in evaluated]:
                 iv = bootstrap.paired_interval(task, by_task(records, task), by_task(base_records, task),
                                                level=p.evaluate.interval_level,
@@ -111,7 +112,7 @@ def main() -> None:
             results.append(row)
             cells = "  ".join(f"{k} {v['delta']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]"
                               for k, v in row.items() if isinstance(v, dict))
-            print(f"{name} seed {seed} ({wall:.0f} s): {cells}", flush=True)
+            print(f"{name} seed {seed} ({wall:.0f} s, step {row['selected_step']}): {cells}", flush=True)
             write_json("results.json", {"base": base_metrics, "runs": results})
 
 

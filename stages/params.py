@@ -229,6 +229,26 @@ class TGrpoParams(Section):
     min_accuracy: float = Field(0.1, description="A completion counts as correct above this accuracy.")
 
 
+class ValidationParams(Section):
+    """Greedy validation during GRPO (stages/rl/validation.py): rows set aside from training, answered with the
+    evaluation's greedy decoding before the first step, every `steps` steps and at the last; each task's headline
+    metric and parse rate logged (MLflow val/<task>/<metric>); `select` says which validated step is saved."""
+
+    per_task: int = Field(0, ge=0, description="Training rows per task set aside for validation (whole videos, "
+                          "drawn by `seed`; never all of a task's). 0 = no validation (paper).")
+    steps: int = Field(50, ge=1, description="Validate every N optimizer steps (also before the first and at the "
+                       "last step).")
+    select: Literal["last", "guard", "best"] = Field(
+        "guard", description="Which validated step becomes the model: last = the final weights; guard = the last "
+        "step at which no task's greedy parse rate fell more than parse_drop below its start (a collapse of the "
+        "answer layout rolls back, noise does not); best = highest mean headline metric (chases noise when "
+        "per_task is small).")
+    parse_drop: float = Field(0.1, ge=0.0, le=1.0, description="guard: largest tolerated fall of a task's greedy "
+                              "parse rate below its value before training.")
+    batch_size: int = Field(8, ge=1, description="Samples per greedy generate call.")
+    seed: int = Field(0, description="Which rows are set aside.")
+
+
 class SftParams(Section):
     """Optional supervised warm start before GRPO; off in the real recipe (which starts from a pretrained model).
     With `format` targets it teaches the answer layout; with `gold` it stands in for a pretrained model's partial
@@ -319,6 +339,7 @@ class TrainParams(Section):
         "signal again instead of an absorbing zero-advantage state. Healthy groups are never touched; the "
         "fraction guided is logged as guide/guided_frac. Needs whole groups per device. Paper: off.")
     t_grpo: TGrpoParams = Field(default_factory=TGrpoParams, description="Temporal-contrast bonus (Video-R1).")
+    validation: ValidationParams = Field(default_factory=ValidationParams, description="Greedy validation during training and which validated step is saved (a guard against a greedy collapse).")
     num_processes: int = Field(1, description="Processes (GPUs) on this machine; > 1 re-launches the stage "
                                "under `accelerate launch` (paper: 8).")
     launcher: Literal["auto", "accelerate", "torchrun"] = Field(
@@ -485,6 +506,10 @@ def cross_section_problems(p: "Params") -> list[str]:
     elif t.per_device_train_batch_size % t.num_generations:
         out.append(f"train.per_device_train_batch_size={t.per_device_train_batch_size} is not a multiple of "
                    f"train.num_generations={t.num_generations} (whole groups per device)")
+    if t.validation.per_task and (t.deepspeed or t.num_processes > 1):
+        out.append(f"train.validation.per_task={t.validation.per_task} needs one process without DeepSpeed "
+                   f"(train.num_processes={t.num_processes}, train.deepspeed={t.deepspeed!r}): greedy validation "
+                   f"runs on one process and keeps its weights whole")
     boxes = tracking.NUM_BOXES
     if tracking.NAME in annotated and {p.synthesize.num_boxes, p.extract_frames.tracking_frames} != {boxes}:
         out.append(f"synthesize.num_boxes={p.synthesize.num_boxes} and extract_frames.tracking_frames="

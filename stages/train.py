@@ -2,7 +2,8 @@
 
 Reads data/samples/train.jsonl and the frame cache; writes models/run/ (safetensors + processor +
 train_summary.json) and logs every training metric — per-task reward curves (rewards/<task>_<part>/mean), KL,
-completion length, frac_reward_zero_std, filter/, guide/ and t_grpo/ metrics when those options are on — to one MLflow
+completion length, frac_reward_zero_std, filter/, guide/, t_grpo/ and val/ (greedy validation) metrics when those options
+are on — to one MLflow
 run. A killed run resumes from its last complete checkpoint (stages/rl/checkpoints.py); train.num_processes > 1
 re-launches the stage under accelerate/torchrun (stages/rl/launch.py).
 """
@@ -221,10 +222,12 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
     from stages.model.load import load_for_training
     from stages.rl import checkpoints, policy
     from stages.rl.launch import world_rank
+    from stages.rl.validation import split_validation
     from stages.rl.video_grpo import VideoGRPOTrainer
 
     is_main = world_rank() == 0
-    rows = read_jsonl(samples_path)
+    rows = [r for r in read_jsonl(samples_path) if r["task"] in p.tasks]
+    rows, val_rows = split_validation(rows, p.tasks, p.validation.per_task, p.validation.seed)
     dataset = build_dataset(rows, p.tasks)
     out = Path(p.out_dir)
     use_cpu = not torch.cuda.is_available()
@@ -250,10 +253,12 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
             mlflow.set_tags({"stage": "train", "model": model_p.name_or_path, "fingerprint": fp})
             if resume_from is None:
                 mlflow.log_params({f"train.{k}": v for k, v in p.model_dump().items()})
-                mlflow.log_params({"model.name_or_path": model_p.name_or_path, "train.samples": len(dataset)})
+                mlflow.log_params({"model.name_or_path": model_p.name_or_path, "train.samples": len(dataset),
+                                   "train.validation_rows": len(val_rows)})
                 mlflow.log_params({f"trl.{k}": v for k, (v, _d, _w) in TRL_PINNED.items()})
                 run_inputs.log_run_inputs(mlflow.MlflowClient(), active.info.run_id, "training", samples_path,
                                           params, lock_path)
+        cache = input_cache(p.input_cache_dir)
         trainer = VideoGRPOTrainer(
             model=model,
             processing_class=processor,
@@ -266,9 +271,17 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
             guide_lost_groups=p.guide_lost_groups,
             t_grpo=p.t_grpo,
             think=think,
-            input_cache=input_cache(p.input_cache_dir),
+            input_cache=cache,
             rollout_engine=p.rollout_engine,
         )
+        validator = None
+        if val_rows:  # greedy validation and the choice of the saved step (stages/rl/validation.py)
+            from stages.rl.validator import Validator, callback
+
+            validator = Validator(val_rows, processor, p.validation, p.max_completion_length, think, run_dir,
+                                  input_cache=cache)
+            validator.resume(int(resume_from.name.split("-")[-1]) if resume_from else 0)
+            trainer.add_callback(callback(validator))
         from transformers.trainer_callback import ProgressCallback
 
         from stages.rl.progress import compact_progress
@@ -278,6 +291,10 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
         if resume_from is not None and is_main:
             print(f"train: resuming from {resume_from}", flush=True)
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        final_step = trainer.state.global_step
+        validation = None
+        if validator is not None:
+            validation = validator.summary(validator.finish(trainer.model, final_step), final_step)
         save_final(trainer, processor, p, model_p, out, is_main)
         history = [h for h in trainer.state.log_history if "loss" in h]
         summary = {
@@ -293,16 +310,18 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
             "trainable_parameters": sum(getattr(q, "ds_numel", q.numel())  # ZeRO-3 partitions: full size
                                         for q in trainer.model.parameters() if q.requires_grad),
             "frozen_vision_parameters": frozen,
-            "steps": trainer.state.global_step,
+            "steps": final_step,
+            "selected_step": validation["selected_step"] if validation else final_step,
             "train_loss": result.training_loss,
             "seconds": round(time.time() - t0, 2),
             "last_log": history[-1] if history else {},
+            "validation": validation,
         }
         if active is not None:
-            mlflow.log_metric("train_seconds", summary["seconds"])
+            mlflow.log_metrics({"train_seconds": summary["seconds"], "selected_step": summary["selected_step"]})
     if is_main:
         write_json(out / "train_summary.json", summary)
-        write_json("metrics/train.json", {k: summary[k] for k in ("steps", "samples", "train_loss", "seconds")})
+        write_json("metrics/train.json", {k: summary[k] for k in ("steps", "selected_step", "samples", "train_loss", "seconds")})
         if not p.keep_checkpoints:
             shutil.rmtree(run_dir, ignore_errors=True)
     return summary

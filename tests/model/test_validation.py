@@ -1,0 +1,75 @@
+"""Greedy validation during training (train.validation): it watches without changing the trajectory, logs each
+task's greedy metrics at the documented steps, and the saved model is the weights of the step its rule picks.
+
+The first test's base is the tiny model rewired into a prompt-blind sampler of answer-shaped text
+(tests/model/_multirank_worker.py), so the real rewards vary and every step moves the weights; the second starts
+from the shipped base, whose greedy answers parse, and breaks them with a large learning rate.
+"""
+import json
+
+import pytest
+import yaml
+from test_resume import ROOT, metric_series, train, workspace
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]
+
+
+def set_validation(root, **validation):
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["validation"] = validation
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def test_validation_watches_without_changing_training(answering_model, frame_files, tmp_path):
+    from safetensors.torch import load_file
+
+    from stages.io import read_jsonl
+    from stages.rl.validation import split_validation
+
+    ws, env = workspace(tmp_path / "val", answering_model, frame_files)
+    set_validation(ws, per_task=2, steps=2, select="last", batch_size=3)
+    out = train(ws, env)
+    summary = json.loads((ws / "run" / "train_summary.json").read_text())
+    val = summary["validation"]
+    rows = read_jsonl(ws / "samples" / "train.jsonl")
+    kept, aside = split_validation(rows, ["tg", "qa"], 2, 0)  # whole videos: rows sharing frames go together
+    assert [h["step"] for h in val["history"]] == [0, 2, 4] and val["rows"] == len(aside) >= 4
+    assert summary["selected_step"] == summary["steps"] == 4
+    assert summary["samples"] == len(kept) == len(rows) - len(aside)
+    assert "validate step 0 | tg mIoU" in out.stdout and "validate step 4" in out.stdout
+    series = metric_series(ws, summary["mlflow_run_id"])
+    assert set(series["val/tg/mIoU"]) == {0, 2, 4} and set(series["val/qa/parse_rate"]) == {0, 2, 4}
+    assert series["selected_step"] == {0: 4.0}
+    for h in val["history"]:  # what was logged is what the history holds
+        assert series["val/tg/mIoU"][h["step"]] == pytest.approx(h["metrics"]["tg"]["mIoU"])
+
+    # the same run on the training rows alone, without validation: the same weights, bit for bit
+    ref, env = workspace(tmp_path / "ref", answering_model, frame_files)
+    (ref / "samples" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    train(ref, env)
+    a, b = load_file(ws / "run" / "model.safetensors"), load_file(ref / "run" / "model.safetensors")
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+
+def test_the_saved_model_is_the_picked_steps_weights(frame_files, tmp_path):
+    from safetensors.torch import load_file
+
+    from stages.params import ValidationParams
+    from stages.rl.validation import selected
+
+    base = str(ROOT / "pretrained" / "tiny-qwen2_5_vl")  # answers in the layout: the greedy metrics vary
+    ws, env = workspace(tmp_path / "best", base, frame_files, save_steps=1, save_total_limit=10,
+                        keep_checkpoints=True, learning_rate=5e-3)
+    set_validation(ws, per_task=2, steps=1, select="best", batch_size=3)
+    train(ws, env)
+    summary = json.loads((ws / "run" / "train_summary.json").read_text())
+    history = summary["validation"]["history"]
+    assert [h["step"] for h in history] == [0, 1, 2, 3, 4]
+    p = ValidationParams(select="best")
+    pick = selected(history, "best", {"tg": "mIoU", "qa": "accuracy"}, p.parse_drop)["step"]
+    assert summary["selected_step"] == pick
+    assert pick < summary["steps"], "lr 5e-3 breaks the greedy answers: an earlier step must win (a real rollback)"
+    got = load_file(ws / "run" / "model.safetensors")
+    want = (load_file(f"{base}/model.safetensors") if pick == 0 else
+            load_file(next((ws / "ckpt").glob(f"*/checkpoint-{pick}")) / "model.safetensors"))
+    assert all(got[k].equal(want[k]) for k in want)
