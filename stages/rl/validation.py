@@ -2,8 +2,8 @@
 
 Sampled rewards (the training curves) can rise while the GREEDY answer - the one evaluation and users read -
 breaks: docs/base-model.md ("fifth round") has runs whose sampled tracking answers kept their layout (format
-0.33-0.93) while 29 of 48 greedy answers wrote a second box list after `</answer>`. So a few training rows per
-task (whole videos, drawn by seed) are set aside; before the first step, every `steps` steps and at the last one
+0.33-0.93) while 29 of 48 greedy answers wrote a second box list after `</answer>`. So a few training videos
+(whole: every task's rows of them, drawn by seed) are set aside; before the first step, every `steps` steps and at the last one
 the policy answers them greedily with the evaluation's decoding (stages/model/generate.py), and each task's
 headline metric and parse rate are logged (MLflow val/<task>/<metric>). Which validated step becomes the model:
 
@@ -18,38 +18,43 @@ The pure rules are here; stages/train.py wires them (ValidationCallback) and doc
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 SELECT_RULES = ("last", "guard", "best")
 
 
 def video_key(row: dict) -> str:
-    """Rows that share a video (one clip, several questions) are set aside together: the frames file names it."""
-    return str(row.get("frames") or row["id"])
+    """The source video of a row: its video_id (build_samples), else its frames file, else its id."""
+    return str(row.get("video_id") or row.get("frames") or row["id"])
 
 
 def split_validation(rows: list[dict], tasks: list[str], per_task: int, seed: int) -> tuple[list[dict], list[dict]]:
-    """(training rows, validation rows): per task, whole videos drawn by `seed` until at least `per_task` rows
-    are set aside, and never all of a task's videos (a task must keep training rows). Order is kept."""
+    """(training rows, validation rows). Videos are drawn in a seeded order and set aside WHOLE, with their rows
+    of every task (one video holds a tg query, gqa questions and qa questions about the same event: a gqa row
+    left in training would teach the answer of a tg validation row), until every task in `tasks` has at least
+    `per_task` validation rows; a video is skipped when it would leave a task without training rows. Order is
+    kept."""
     if per_task <= 0:
         return list(rows), []
-    rng = random.Random(seed)
-    chosen: set[tuple[str, str]] = set()
-    for task in tasks:
-        videos = sorted({video_key(r) for r in rows if r["task"] == task})
-        counts = {v: 0 for v in videos}
-        for r in rows:
-            if r["task"] == task:
-                counts[video_key(r)] += 1
-        rng.shuffle(videos)
-        taken = 0
-        for v in videos[:-1]:  # the last video always trains
-            if taken >= per_task:
-                break
-            chosen.add((task, v))
-            taken += counts[v]
-    train = [r for r in rows if (r["task"], video_key(r)) not in chosen]
-    val = [r for r in rows if (r["task"], video_key(r)) in chosen]
-    return train, val
+    videos: dict[str, Counter] = {}
+    for r in rows:
+        videos.setdefault(video_key(r), Counter())[r["task"]] += 1
+    order = sorted(videos)
+    random.Random(seed).shuffle(order)
+    need = {t: per_task for t in tasks}
+    left = Counter(r["task"] for r in rows)
+    chosen = set()
+    for v in order:
+        if all(n <= 0 for n in need.values()):
+            break
+        counts = videos[v]
+        if not any(need.get(t, 0) > 0 for t in counts) or any(left[t] <= n for t, n in counts.items()):
+            continue
+        chosen.add(v)
+        for t, n in counts.items():
+            need[t] = need.get(t, 0) - n
+            left[t] -= n
+    return ([r for r in rows if video_key(r) not in chosen], [r for r in rows if video_key(r) in chosen])
 
 
 def mean_headline(metrics: dict[str, dict[str, float]], headline: dict[str, str]) -> float:

@@ -10,28 +10,35 @@ HEAD = {"tg": "mIoU", "tracking": "AO"}
 
 
 def rows():
-    out = [{"id": f"tg{i}", "task": "tg", "frames": f"v{i}.npy"} for i in range(6)]
-    out += [{"id": f"gqa{i}", "task": "gqa", "frames": f"g{i // 3}.npy"} for i in range(9)]  # 3 questions a video
-    out += [{"id": "tr0", "task": "tracking", "frames": "t0.npy"}]  # one video only: it must keep training
+    # videos v0..v5 each hold a tg query and two qa questions (one clip, several tasks); t0..t2 are tracking clips
+    out = []
+    for i in range(6):
+        out += [{"id": f"tg{i}", "task": "tg", "video_id": f"v{i}"}]
+        out += [{"id": f"qa{i}{k}", "task": "qa", "video_id": f"v{i}"} for k in range(2)]
+    out += [{"id": f"tr{i}", "task": "tracking", "video_id": f"t{i}"} for i in range(3)]
+    out += [{"id": "gqa0", "task": "gqa", "video_id": "only"}]  # one video only: it must keep training
     return out
 
 
-def test_split_sets_aside_whole_videos_per_task_and_keeps_order():
-    train, val = split_validation(rows(), ["tg", "gqa", "tracking"], per_task=2, seed=0)
+TASKS = ["tg", "qa", "tracking", "gqa"]
+
+
+def test_split_sets_aside_whole_videos_with_every_tasks_rows():
+    train, val = split_validation(rows(), TASKS, per_task=2, seed=0)
     assert sorted(r["id"] for r in train + val) == sorted(r["id"] for r in rows())
-    assert sum(r["task"] == "tg" for r in val) == 2
-    gqa_val = {r["frames"] for r in val if r["task"] == "gqa"}
-    assert len(gqa_val) == 1 and sum(r["task"] == "gqa" for r in val) == 3  # a video's 3 questions go together
-    assert not any(r["frames"] in gqa_val for r in train if r["task"] == "gqa")
-    assert [r["id"] for r in train if r["task"] == "tracking"] == ["tr0"]  # never a task's last video
+    held = {r["video_id"] for r in val}
+    assert not any(r["video_id"] in held for r in train), "a validation video must not train under any task"
+    count = lambda task: sum(r["task"] == task for r in val)  # noqa: E731
+    assert count("tg") == 2 and count("qa") == 4 and count("tracking") == 2  # qa comes with the tg videos
+    assert [r["id"] for r in train if r["task"] == "gqa"] == ["gqa0"]  # never a task's last video
     order = [r["id"] for r in rows()]
     assert [r["id"] for r in train] == [i for i in order if i in {r["id"] for r in train}]
-    assert split_validation(rows(), ["tg", "gqa", "tracking"], 2, seed=0) == (train, val)  # seeded
-    assert split_validation(rows(), ["tg", "gqa", "tracking"], 2, seed=1)[1] != val
+    assert split_validation(rows(), TASKS, 2, seed=0) == (train, val)  # seeded
+    assert {r["id"] for r in split_validation(rows(), TASKS, 2, seed=1)[1]} != {r["id"] for r in val}
 
 
 def test_split_with_zero_rows_changes_nothing():
-    assert split_validation(rows(), ["tg"], 0, 0) == (rows(), [])
+    assert split_validation(rows(), TASKS, 0, 0) == (rows(), [])
 
 
 def entry(step, tg, tg_parse, tr, tr_parse):
