@@ -4,7 +4,8 @@ stage and logged to the MLflow run.
 
 The data behind two of them is also written as DVC plot data (JSON, byte-deterministic, kept in git), which
 dvc.yaml's top-level `plots:` draws with DVC's built-in templates, so `dvc plots diff` overlays experiments:
-reward_curves.json (reward_rows) and candidate_vs_base.json (comparison_rows)."""
+reward_curves.json (reward_rows), candidate_vs_base.json (comparison_rows) and validation_curves.json
+(validation_rows: the greedy validation metrics of train.validation, empty when it is off)."""
 from __future__ import annotations
 
 import os
@@ -17,6 +18,7 @@ BINS = [i / 10 for i in range(11)]
 # DVC plot data files (dvc.yaml top-level plots), next to the PNGs.
 REWARD_CURVES = "reward_curves.json"
 CANDIDATE_VS_BASE = "candidate_vs_base.json"
+VALIDATION_CURVES = "validation_curves.json"
 ALL = "all"  # the reward curve over every task's completions (TRL's `reward`)
 DIGITS = 6
 
@@ -139,6 +141,19 @@ def reward_rows(history: dict[str, list[tuple[int, float]]], tasks: list[str]) -
     return [{"step": int(s), **{name: _round(v.get(s)) for name, v in series.items()}} for s in steps]
 
 
+def validation_rows(validation: dict | None, tasks: list[str]) -> list[dict]:
+    """train.validation's history (train_summary.json "validation") as DVC plot data: one row per validated step
+    with each task's greedy headline metric (null for a task not validated) and `selected` (1 on the step that
+    became the model, else 0). No validation: no rows."""
+    if not validation:
+        return []
+    headline = task_registry.headline()
+    pick = validation.get("selected_step")
+    return [{"step": int(h["step"]),
+             **{t: _round(h["metrics"].get(t, {}).get(headline[t])) for t in tasks},
+             "selected": int(h["step"] == pick)} for h in validation["history"]]
+
+
 def comparison_rows(candidate: dict, baseline: dict, intervals: dict | None = None) -> list[dict]:
     """Headline metric per task as DVC plot data: a row per (task, model) with `task`, `metric`, `model`
     (base | candidate), `label` (what the chart's axis shows), `value`, and `lo`/`hi`: for the candidate, the base
@@ -158,12 +173,13 @@ def comparison_rows(candidate: dict, baseline: dict, intervals: dict | None = No
 
 
 def write_data(out_dir: str | os.PathLike, cand_metrics: dict, base_metrics: dict, history: dict,
-               intervals: dict | None, tasks: list[str]) -> list[Path]:
-    """The DVC plot data files (reward_rows, comparison_rows) in out_dir."""
+               intervals: dict | None, tasks: list[str], validation: dict | None = None) -> list[Path]:
+    """The DVC plot data files (reward_rows, comparison_rows, validation_rows) in out_dir."""
     out = Path(out_dir)
-    paths = [out / REWARD_CURVES, out / CANDIDATE_VS_BASE]
+    paths = [out / REWARD_CURVES, out / CANDIDATE_VS_BASE, out / VALIDATION_CURVES]
     write_json(paths[0], reward_rows(history, tasks))
     write_json(paths[1], comparison_rows(cand_metrics, base_metrics, intervals))
+    write_json(paths[2], validation_rows(validation, tasks))
     return paths
 
 

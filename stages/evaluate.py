@@ -185,7 +185,8 @@ def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlf
     rows = select(read_jsonl(samples_path), p.max_samples_per_task)
     if not rows:
         raise ValueError(f"{samples_path}: no evaluation samples")
-    run_id = read_json(train_summary)["mlflow_run_id"] if train_summary and Path(train_summary).exists() else None
+    trained = read_json(train_summary) if train_summary and Path(train_summary).exists() else {}
+    run_id = trained.get("mlflow_run_id")
     client = _connect(mlflow_p) if run_id else None  # a tracking server that is down fails before generating
     hasher = eval_cache.FileHasher(cache_dir(p) / "file-hashes.json" if cache_dir(p) else None)
     inputs_fp = eval_cache.inputs_fingerprint(rows, hasher)
@@ -219,7 +220,8 @@ def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlf
 
     history = eval_plots.reward_history(client, run_id) if client else {}
     plots = eval_plots.write_all(out / "plots", cand_records, base_records, cand_metrics, base_metrics, history, ivs)
-    plots += eval_plots.write_data(out / "plots", cand_metrics, base_metrics, history, ivs, list(task_registry.TASKS))
+    plots += eval_plots.write_data(out / "plots", cand_metrics, base_metrics, history, ivs, list(task_registry.TASKS),
+                                   trained.get("validation"))
     if client:
         files = [out / "eval.json", out / EVAL_SAMPLES, out / "predictions.jsonl"]
         _log(client, run_id, result, files, plots)

@@ -154,7 +154,7 @@ def test_metrics_predictions_and_plots_go_into_the_training_run(tiny_model_dir, 
     assert {"eval/eval.json", "eval/eval_samples.json", "eval/predictions.jsonl", "eval/plots"} <= logged
     assert {a.path for a in client.list_artifacts(run.info.run_id, "eval/plots")} == {
         "eval/plots/iou_hist.png", "eval/plots/candidate_vs_baseline.png", "eval/plots/reward_curves.png",
-        "eval/plots/reward_curves.json", "eval/plots/candidate_vs_base.json"}
+        "eval/plots/reward_curves.json", "eval/plots/candidate_vs_base.json", "eval/plots/validation_curves.json"}
     # the DVC plot data (dvc.yaml top-level plots): the run's reward curves, the headline metrics of both models
     curves = read_json(tmp_path / "metrics" / "plots" / "reward_curves.json")
     assert [(r["step"], r["all"], r["tg"], r["qa"]) for r in curves] == [

@@ -36,6 +36,22 @@ def test_reward_rows_sum_each_tasks_part_means_per_step():
     assert eval_plots.reward_rows({}, ["tg"]) == []
 
 
+VALIDATION = {"selected_step": 50, "history": [
+    {"step": 0, "metrics": {"tg": {"mIoU": 0.3, "parse_rate": 1.0}, "qa": {"accuracy": 0.5, "parse_rate": 1.0}}},
+    {"step": 50, "metrics": {"tg": {"mIoU": 0.4, "parse_rate": 1.0}, "qa": {"accuracy": 0.25, "parse_rate": 1.0}}},
+    {"step": 100, "metrics": {"tg": {"mIoU": 0.5, "parse_rate": 0.5}, "qa": {"accuracy": 0.5, "parse_rate": 1.0}}}]}
+
+
+def test_validation_rows_give_each_tasks_greedy_headline_per_step_and_mark_the_kept_one():
+    rows = eval_plots.validation_rows(VALIDATION, ["tg", "gqa", "qa"])
+    assert rows == [
+        {"step": 0, "tg": 0.3, "gqa": None, "qa": 0.5, "selected": 0},
+        {"step": 50, "tg": 0.4, "gqa": None, "qa": 0.25, "selected": 1},
+        {"step": 100, "tg": 0.5, "gqa": None, "qa": 0.5, "selected": 0},
+    ]
+    assert eval_plots.validation_rows(None, ["tg"]) == []
+
+
 def test_comparison_rows_put_the_difference_interval_around_the_candidate():
     cand = {"tg": {"mIoU": 0.5, "R@0.5": 0.4}, "qa": {"accuracy": 0.25}}
     base = {"tg": {"mIoU": 0.375}, "qa": {"accuracy": 0.5}}
@@ -56,9 +72,11 @@ def test_comparison_rows_put_the_difference_interval_around_the_candidate():
 def test_plot_data_files_are_byte_deterministic(tmp_path):
     cand, base = {"tg": {"mIoU": 1 / 3}}, {"tg": {"mIoU": 0.2}}
     ivs = {"tg": {"mIoU": {"delta": 2 / 15, "lo": 0.01, "hi": 0.3}}}
-    a = eval_plots.write_data(tmp_path / "a", cand, base, HISTORY, ivs, ["tg", "qa"])
-    b = eval_plots.write_data(tmp_path / "b", cand, base, dict(reversed(HISTORY.items())), ivs, ["tg", "qa"])
-    assert [p.name for p in a] == [eval_plots.REWARD_CURVES, eval_plots.CANDIDATE_VS_BASE]
+    a = eval_plots.write_data(tmp_path / "a", cand, base, HISTORY, ivs, ["tg", "qa"], VALIDATION)
+    b = eval_plots.write_data(tmp_path / "b", cand, base, dict(reversed(HISTORY.items())), ivs, ["tg", "qa"],
+                              VALIDATION)
+    assert [p.name for p in a] == [eval_plots.REWARD_CURVES, eval_plots.CANDIDATE_VS_BASE,
+                                   eval_plots.VALIDATION_CURVES]
     assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
     assert json.loads(a[1].read_text())[1]["value"] == 0.333333  # rounded to DIGITS
 
@@ -75,14 +93,17 @@ def _fields(entry) -> set[str]:
 def test_dvc_yaml_plots_draw_files_the_evaluate_stage_writes_and_keeps_in_git():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     out_dir = yaml.safe_load((ROOT / "params.yaml").read_text())["evaluate"]["out_dir"]
-    written = {f"{out_dir}/plots/{eval_plots.REWARD_CURVES}", f"{out_dir}/plots/{eval_plots.CANDIDATE_VS_BASE}"}
+    written = {f"{out_dir}/plots/{name}" for name in (eval_plots.REWARD_CURVES, eval_plots.CANDIDATE_VS_BASE,
+                                                      eval_plots.VALIDATION_CURVES)}
     outs = {next(iter(o)): o[next(iter(o))] for o in dvc["stages"]["evaluate"]["outs"] if isinstance(o, dict)}
     assert written <= set(outs) and all(outs[f] == {"cache": False} for f in written)  # in git: plots diff reads it
     assert {"stages/evaluate.py", "stages/eval_plots.py"} <= set(dvc["stages"]["evaluate"]["deps"])
     rows = {f"{out_dir}/plots/{eval_plots.REWARD_CURVES}": eval_plots.reward_rows(HISTORY, ["tg", "gqa",
                                                                                           "tracking", "qa"]),
             f"{out_dir}/plots/{eval_plots.CANDIDATE_VS_BASE}": eval_plots.comparison_rows(
-                {"tg": {"mIoU": 0.5}}, {"tg": {"mIoU": 0.4}})}
+                {"tg": {"mIoU": 0.5}}, {"tg": {"mIoU": 0.4}}),
+            f"{out_dir}/plots/{eval_plots.VALIDATION_CURVES}": eval_plots.validation_rows(
+                VALIDATION, ["tg", "gqa", "tracking", "qa"])}
     drawn = set()
     for definition in dvc["plots"]:
         (_, spec), = definition.items()
@@ -94,8 +115,9 @@ def test_dvc_yaml_plots_draw_files_the_evaluate_stage_writes_and_keeps_in_git():
     assert drawn == written
     trained = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["tasks"]  # the demo's (stvg: not)
 
-    curves = next(s for d in dvc["plots"] for s in d.values() if s["template"] == "linear")
-    assert set(curves["y"][f"{out_dir}/plots/{eval_plots.REWARD_CURVES}"]) == {eval_plots.ALL, *trained}
+    curves = [s for d in dvc["plots"] for s in d.values() if s["template"] == "linear"]
+    assert set(curves[0]["y"][f"{out_dir}/plots/{eval_plots.REWARD_CURVES}"]) == {eval_plots.ALL, *trained}
+    assert set(curves[1]["y"][f"{out_dir}/plots/{eval_plots.VALIDATION_CURVES}"]) == set(trained)
     ignored = subprocess.run(["git", "check-ignore", *sorted(written)], cwd=ROOT, capture_output=True, text=True)
     assert ignored.stdout == ""  # not git-ignored
 
