@@ -62,6 +62,11 @@ def cmd_summary(args) -> int:
     print(f"MLflow run        : {tr.get('mlflow_run_id')} ({reg.get('tracking_uri', p.mlflow.tracking_uri)})")
     print(f"registered model  : {reg.get('model_name')} version {reg.get('version')} alias '{reg.get('alias')}'")
     print(f"training          : {tr.get('steps')} steps, {tr.get('samples')} samples, {tr.get('seconds')} s")
+    val = tr.get("validation")
+    if val:  # train.validation: greedy validation rows and which validated step became the model
+        print(f"validation        : {val['rows']} rows answered greedily at steps "
+              f"{', '.join(str(h['step']) for h in val['history'])}; the model is step {val['selected_step']} "
+              f"(select: {val['select']}); curves: MLflow val/<task>/<metric>, dvc plots")
     if ev:
         from stages.evaluate import report
 

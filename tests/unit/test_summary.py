@@ -81,3 +81,20 @@ def test_summary_of_an_evaluation_without_intervals_says_so(tmp_path, capsys):
     assert "difference n/a (no interval)" in next(line for line in out if line.startswith("tg mIoU: base"))
     assert "  tg mIoU: not judged (no interval)" in out
     assert out[-1] == "Nothing was learned: no task's headline metric improved beyond noise (no intervals)"
+
+
+def test_summary_says_which_validated_step_became_the_model(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    history = [{"step": s, "metrics": {}} for s in (0, 25, 50)]
+    (run / "train_summary.json").write_text(json.dumps({
+        "steps": 50, "samples": 800, "seconds": 1.0, "mlflow_run_id": "r",
+        "validation": {"select": "guard", "rows": 72, "selected_step": 25, "final_step": 50, "history": history}}))
+    (tmp_path / "eval.json").write_text(json.dumps(eval_json()))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "evaluate": {"out_dir": str(tmp_path)}, "train": {"out_dir": str(run)},
+        "register": {"out": str(tmp_path / "none.json")}}))
+    assert cli.main(["summary", "--params", str(tmp_path / "params.yaml")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert ("validation        : 72 rows answered greedily at steps 0, 25, 50; the model is step 25 (select: guard); "
+            "curves: MLflow val/<task>/<metric>, dvc plots") in out
