@@ -339,6 +339,11 @@ class TrainParams(Section):
         "signal again instead of an absorbing zero-advantage state. Healthy groups are never touched; the "
         "fraction guided is logged as guide/guided_frac. Needs whole groups per device. Paper: off.")
     t_grpo: TGrpoParams = Field(default_factory=TGrpoParams, description="Temporal-contrast bonus (Video-R1).")
+    weight_ema: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Save an exponential moving average of the trained weights instead of the "
+        "last step's (stages/rl/weight_ema.py): ema <- decay*ema + (1-decay)*weights after each optimizer step, from "
+        "the initial weights; rollouts still sample the current policy. 0 = off (paper). With train.validation the "
+        "average is what is validated and kept.")
     validation: ValidationParams = Field(default_factory=ValidationParams, description="Greedy validation during training and which validated step is saved (a guard against a greedy collapse).")
     num_processes: int = Field(1, description="Processes (GPUs) on this machine; > 1 re-launches the stage "
                                "under `accelerate launch` (paper: 8).")
@@ -506,6 +511,9 @@ def cross_section_problems(p: "Params") -> list[str]:
     elif t.per_device_train_batch_size % t.num_generations:
         out.append(f"train.per_device_train_batch_size={t.per_device_train_batch_size} is not a multiple of "
                    f"train.num_generations={t.num_generations} (whole groups per device)")
+    if t.weight_ema and t.deepspeed:
+        out.append(f"train.weight_ema={t.weight_ema} needs whole weights on each process (train.deepspeed="
+                   f"{t.deepspeed!r} partitions them)")
     if t.validation.per_task and (t.deepspeed or t.num_processes > 1):
         out.append(f"train.validation.per_task={t.validation.per_task} needs one process without DeepSpeed "
                    f"(train.num_processes={t.num_processes}, train.deepspeed={t.deepspeed!r}): greedy validation "

@@ -274,12 +274,21 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
             input_cache=cache,
             rollout_engine=p.rollout_engine,
         )
+        ema = None
+        if p.weight_ema:  # the saved model is the average of the trajectory (stages/rl/weight_ema.py)
+            from stages.rl import weight_ema
+
+            ema = weight_ema.WeightEma(trainer.model, p.weight_ema)
+            if resume_from is not None:
+                ema.load(resume_from)
+            trainer.add_callback(weight_ema.callback(ema))  # before validation's: it validates the updated average
         validator = None
         if val_rows:  # greedy validation and the choice of the saved step (stages/rl/validation.py)
             from stages.rl.validator import Validator, callback
 
             validator = Validator(val_rows, processor, p.validation, p.max_completion_length, think, run_dir,
                                   input_cache=cache)
+            validator.ema = ema
             validator.resume(int(resume_from.name.split("-")[-1]) if resume_from else 0)
             trainer.add_callback(callback(validator))
         from transformers.trainer_callback import ProgressCallback
@@ -292,9 +301,12 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
             print(f"train: resuming from {resume_from}", flush=True)
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         final_step = trainer.state.global_step
-        validation = None
+        validation = pick = None
         if validator is not None:
-            validation = validator.summary(validator.finish(trainer.model, final_step), final_step)
+            pick = validator.finish(trainer.model, final_step)
+            validation = validator.summary(pick, final_step)
+        if ema is not None and (pick is None or pick["step"] == final_step):
+            ema.copy_to_model()
         save_final(trainer, processor, p, model_p, out, is_main)
         history = [h for h in trainer.state.log_history if "loss" in h]
         summary = {

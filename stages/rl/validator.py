@@ -7,6 +7,7 @@ validation/weights-<step>.safetensors (the trainable parameters of the step pick
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ class Validator:
         self.dir = Path(run_dir) / "validation"
         self.history: list[dict] = []
         self.saved_step: int | None = None
+        self.ema = None  # a WeightEma (stages/rl/weight_ema.py): validate, and keep, the average instead
 
     # -- state on disk ------------------------------------------------------------------------------------
     def _weights(self, step: int) -> Path:
@@ -58,12 +60,13 @@ class Validator:
         was_training = model.training
         model.eval()
         try:
-            outputs = generate(model, self.processor, self.rows, self.max_new_tokens, self.p.batch_size,
-                               input_cache=self.input_cache)
+            with self.ema.swapped() if self.ema is not None else contextlib.nullcontext():
+                outputs = generate(model, self.processor, self.rows, self.max_new_tokens, self.p.batch_size,
+                                   input_cache=self.input_cache)
+                metrics, _records = task_registry.score_outputs(self.rows, outputs, self.think)
+                return self._record(model, {"step": step, "metrics": metrics})
         finally:
             model.train(was_training)
-        metrics, _records = task_registry.score_outputs(self.rows, outputs, self.think)
-        return self._record(model, {"step": step, "metrics": metrics})
 
     def _record(self, model, entry: dict) -> dict:
         """Add a validation to the history (replacing a later one a resume left) and save the weights when the
@@ -99,7 +102,8 @@ class Validator:
 
     # -- the end --------------------------------------------------------------------------------------------
     def finish(self, model, final_step: int) -> dict | None:
-        """Load the picked step's weights into `model` when it is not the final step; returns the picked entry."""
+        """Load the picked step's weights into `model` when it is not the final step (with an average: the average
+        at that step); returns the picked entry."""
         pick = selected(self.history, self.p.select, self.headline, self.p.parse_drop)
         if pick is None or pick["step"] == final_step:
             return pick

@@ -8,6 +8,7 @@ from the shipped base, whose greedy answers parse, and breaks them with a large 
 import json
 
 import pytest
+import torch
 import yaml
 from test_resume import ROOT, metric_series, train, workspace
 
@@ -73,3 +74,26 @@ def test_the_saved_model_is_the_picked_steps_weights(frame_files, tmp_path):
     want = (load_file(f"{base}/model.safetensors") if pick == 0 else
             load_file(next((ws / "ckpt").glob(f"*/checkpoint-{pick}")) / "model.safetensors"))
     assert all(got[k].equal(want[k]) for k in want)
+
+
+def test_weight_ema_saves_the_average_of_the_steps_weights(answering_model, frame_files, tmp_path):
+    """The saved model is the decay-weighted average of the base and every step's weights, recomputed here from the
+    kept checkpoints (one per step), not with the code under test."""
+    from safetensors.torch import load_file
+
+    decay = 0.5
+    ws, env = workspace(tmp_path / "ema", answering_model, frame_files, save_steps=1, save_total_limit=10,
+                        keep_checkpoints=True, weight_ema=decay)
+    train(ws, env)
+    got = load_file(ws / "run" / "model.safetensors")
+    steps = [load_file(f"{answering_model}/model.safetensors")]
+    steps += [load_file(next((ws / "ckpt").glob(f"*/checkpoint-{k}")) / "model.safetensors") for k in (1, 2, 3, 4)]
+    moved = 0
+    for name in steps[0]:
+        avg = steps[0][name].float()
+        for w in steps[1:]:
+            avg = decay * avg + (1 - decay) * w[name].float()
+        assert torch.allclose(got[name].float(), avg, atol=1e-6), name
+        moved += not torch.equal(steps[-1][name], got[name])
+    assert moved > 10, "the average differs from the last step's weights"
+    assert len(list((ws / "ckpt").glob("*/checkpoint-*/ema.safetensors"))) == 4  # a resume continues the average
