@@ -97,3 +97,40 @@ def test_weight_ema_saves_the_average_of_the_steps_weights(answering_model, fram
         moved += not torch.equal(steps[-1][name], got[name])
     assert moved > 10, "the average differs from the last step's weights"
     assert len(list((ws / "ckpt").glob("*/checkpoint-*/ema.safetensors"))) == 4  # a resume continues the average
+
+
+def test_a_killed_run_resumes_its_average_and_its_validation_history(answering_model, frame_files, tmp_path):
+    """Killed (SIGKILL) once its step-2 checkpoint is written, the run with weight_ema and validation resumes:
+    same validation history, same saved model as the uninterrupted run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    def setup(name):
+        root, env = workspace(tmp_path / name, answering_model, frame_files, weight_ema=0.5)
+        set_validation(root, per_task=2, steps=1, select="last", batch_size=3)
+        return root, env
+
+    ref, env = setup("ref")
+    train(ref, env)
+    ws, env = setup("ws")
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=ws, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    try:
+        while not list((ws / "ckpt").glob("*/checkpoint-2/ema.safetensors")):
+            assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    train(ws, env)
+    got, want = (json.loads((d / "run" / "train_summary.json").read_text()) for d in (ws, ref))
+    assert got["resumed_from_step"] == 2
+    assert [h["step"] for h in got["validation"]["history"]] == [0, 1, 2, 3, 4]
+    assert got["validation"]["history"] == want["validation"]["history"]
+    a, b = load_file(ref / "run" / "model.safetensors"), load_file(ws / "run" / "model.safetensors")
+    assert all((a[k] - b[k]).abs().max() <= 1e-6 for k in a)
