@@ -338,6 +338,11 @@ class TrainParams(Section):
         "the sample's gold answer in the prompt's layout, scored by the same rewards, so that the group has a "
         "signal again instead of an absorbing zero-advantage state. Healthy groups are never touched; the "
         "fraction guided is logged as guide/guided_frac. Needs whole groups per device. Paper: off.")
+    box_credit: bool = Field(
+        False, description="Per-box credit for tracking answers (stages/rl/box_credit.py): the tokens of each box "
+        "carry that box's own IoU deviation within the group instead of the 8 boxes' average; every other token "
+        "keeps GRPO's advantage, and the reward is unchanged. The fraction of rows credited is logged as "
+        "credit/rows_frac. Needs whole groups per device. Paper: off.")
     t_grpo: TGrpoParams = Field(default_factory=TGrpoParams, description="Temporal-contrast bonus (Video-R1).")
     weight_ema: float = Field(
         0.0, ge=0.0, lt=1.0, description="Save an exponential moving average of the trained weights instead of the "

@@ -269,6 +269,7 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
             peft_config=policy.lora_config(p.lora),
             drop_zero_std_groups=p.drop_zero_std_groups,
             guide_lost_groups=p.guide_lost_groups,
+            box_credit=p.box_credit,
             t_grpo=p.t_grpo,
             think=think,
             input_cache=cache,

@@ -29,10 +29,12 @@ import numpy as np
 import torch
 from transformers import GenerationMixin
 from trl import GRPOTrainer
+from trl.trainer.utils import nanstd
 
 from stages.model.shared_video import distinct_objects, is_shared, share_video_features, video_index
 from stages.model.video_inputs import (VIDEO_FIELDS, encode, encode_sample, model_video_kwargs,
                                        placeholder_token_ids, sample_frames)
+from stages.rl import box_credit
 from stages.rl.group_filter import total_rewards, zero_std_rows
 from stages.rl.guidance import gold_completion_ids, lost_groups
 from stages.rl.rollout import make_engine
@@ -74,8 +76,10 @@ def select_rows(batch: dict, keep: torch.Tensor) -> dict:
 class VideoGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, reward_funcs, drop_zero_std_groups: bool = False, t_grpo=None, think: bool = True,
                  input_cache=None, rollout_engine: str = "shared_prefill", guide_lost_groups: bool = False,
-                 **kwargs):
+                 box_credit: bool = False, **kwargs):
         self._drop_zero_std = drop_zero_std_groups
+        self._box_credit = box_credit
+        self._rewards_per_func: torch.Tensor | None = None  # the last rollout's gathered rewards (box credit)
         self._guide = guide_lost_groups
         self.rollout_engine = make_engine(rollout_engine)  # stages/rl/rollout.py: the seam
         self._t_grpo = t_grpo if (t_grpo is not None and t_grpo.enabled) else None
@@ -114,6 +118,8 @@ class VideoGRPOTrainer(GRPOTrainer):
             if self._t_grpo is not None and training:
                 self._shuffled_acc = self._shuffled_rollouts(inputs)
             output = super()._generate_and_score_completions(inputs)
+            if self._box_credit and training:
+                output["advantages"] = self._box_advantages(inputs, output)
             output[VIDEO_ROWS] = self._active_rows
             if self._drop_zero_std and training and self._keep_rows is not None:
                 output[KEEP] = self._keep_rows
@@ -122,7 +128,53 @@ class VideoGRPOTrainer(GRPOTrainer):
             self._active_rows = None
             self._keep_rows = None
             self._shuffled_acc = None
+            self._rewards_per_func = None
         return output
+
+    def _box_advantages(self, inputs: list[dict], output: dict) -> torch.Tensor:
+        """Per-token advantages: each box of a tracking answer carries its own IoU deviation
+        (stages/rl/box_credit.py). Groups are whole on a rank (a params rule)."""
+        from stages import tasks as task_registry
+
+        if self.multi_objective_aggregation != "sum_then_normalize":
+            raise RuntimeError("train.box_credit needs TRL's sum_then_normalize reward aggregation")
+        ids, mask = output["completion_ids"], output["completion_mask"]
+        g, n = self.num_generations, ids.size(0)
+        if n % g:
+            raise RuntimeError(f"box_credit needs whole groups on a rank: {n} rows, G={g}")
+        weights = self.reward_weights.to(self._rewards_per_func.device)
+        totals = (self._rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
+        totals[torch.isnan(self._rewards_per_func).all(dim=1)] = torch.nan
+        if self.scale_rewards == "none":
+            scale = torch.ones_like(totals)
+        elif self.scale_rewards == "batch":
+            scale = nanstd(totals).expand_as(totals) + 1e-4
+        else:
+            scale = nanstd(totals.view(-1, g), dim=1).repeat_interleave(g) + 1e-4
+        scale = scale[self._local_slice(n)].cpu()
+        names = list(self.reward_func_names)
+        owners, values, weight, spans_of = [], [], [], []
+        for i in range(n):
+            row = ids[i][mask[i].bool()].tolist()
+            pieces = [self.processing_class.decode([t], skip_special_tokens=True) for t in row]
+            text = self.processing_class.decode(row, skip_special_tokens=True)
+            # the spans are located in the pieces' text; where it is not the scored text, no credit for the row
+            found = (task_registry.part_spans(inputs[i]["task"], text, inputs[i]["solution"])
+                     if "".join(pieces) == text else None)
+            spans_of.append(found)
+            name = f"{inputs[i]['task']}_{found[0]}" if found else None
+            weight.append(float(weights[names.index(name)]) if name in names else 0.0)
+            owners.append(box_credit.token_owner(pieces, found[1]) if found else None)
+            values.append(found[2] if found else None)
+        corr: list = []
+        for start in range(0, n, g):
+            group = values[start:start + g]
+            num = next((len(v) for v in group if v is not None), 0)
+            flat = bool(torch.isclose(scale[start], torch.tensor(1e-4))) and self.scale_rewards != "none"
+            corr += [None] * g if (num == 0 or flat) else box_credit.corrections(group, num)
+        self._metrics["train"]["credit/rows_frac"].append(sum(c is not None for c in corr) / n)
+        adv = box_credit.token_advantages(output["advantages"].cpu(), owners, corr, scale, weight, ids.size(1))
+        return adv.to(output["advantages"].device)
 
     def _video_kwargs(self, model, rows: list[dict], input_ids: torch.Tensor):
         """Forward kwargs for per-row encodings and the row -> distinct-video index: with the shared-features
@@ -238,6 +290,7 @@ class VideoGRPOTrainer(GRPOTrainer):
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # gathered
+        self._rewards_per_func = rewards_per_func
         if self._drop_zero_std and self.model.training:
             flat = zero_std_rows(total_rewards(rewards_per_func, self.reward_weights), self.num_generations)
             self._metrics["train"]["filter/dropped_frac"].append(flat.float().mean().item())

@@ -40,7 +40,7 @@ PROMPT_DIR = Path(__file__).parent / "prompts"
 CONTRACT = ("NAME", "PARTS", "HEADLINE", "PLOT_IOU_FIELD", "INPUT", "PROBLEM_FIELDS", "prompt_fields", "parse",
             "score", "sample_metrics", "aggregate", "load_annotations", "target_text", "prior_solution",
             "blind_fit", "blind_solution")
-HOOKS = ("bind_frames", "synthesize")
+HOOKS = ("bind_frames", "synthesize", "part_spans")
 INPUTS = ("video", "frames")
 
 
@@ -92,6 +92,13 @@ def score(task: str, text: str, solution: dict | str, think: bool = True) -> dic
 def sample_metrics(task: str, text: str, solution: dict | str, protocol: str = "ours") -> dict[str, Any]:
     """Per-sample metric inputs under a scoring protocol (see parse), JSON-able; feed a list of them to aggregate()."""
     return get_task(task).sample_metrics(completion_text(text), _as_dict(solution), protocol)
+
+
+def part_spans(task: str, text: str, solution: dict | str) -> tuple[str, list[tuple[int, int]], list[float]] | None:
+    """(reward part, character spans in the completion text, each span's share of that part) for tasks whose part
+    is a mean over pieces of the answer (tracking: one IoU per box), else None (stages/rl/box_credit.py)."""
+    hook = getattr(get_task(task), "part_spans", None)
+    return hook(completion_text(text), _as_dict(solution)) if hook is not None else None
 
 
 def aggregate(task: str, rows: list[dict]) -> dict[str, float]:
@@ -210,6 +217,7 @@ __all__ = [
     "parse",
     "score",
     "sample_metrics",
+    "part_spans",
     "aggregate",
     "reward_names",
     "reward_functions",

@@ -26,6 +26,7 @@ from .common import (
     mean,
     parse_tuples,
     ratio_metrics,
+    tail,
     target_head,
 )
 
@@ -115,6 +116,26 @@ def _format_ok(text: str, gold: list[list[float]], think: bool) -> bool:
     blocks = layout(text, format_tags(think))
     boxes = parse_tuples(blocks[-1], 4, signed=True) if blocks else None
     return boxes is not None and len(boxes) == len(gold) and all(valid_box(b) for b in boxes)
+
+
+_INNER_BOX = re.compile(r"[\[(][^\[\]()]*[\])]")
+
+
+def part_spans(text: str, solution: dict) -> tuple[str, list[tuple[int, int]], list[float]] | None:
+    """The `iou` reward part split over the boxes it averages: (part, the character span of each box in `text`,
+    each box's IoU), or None when the answer does not give one box per annotated frame (its IoU part is then 0).
+    Used by train.box_credit (stages/rl/box_credit.py) to give each box's tokens its own advantage."""
+    gold = _gold(solution)
+    block = extract_block(text, "answer")
+    boxes = parse_tuples(block, 4, signed=True)
+    if boxes is None or len(boxes) != len(gold):
+        return None
+    kept = tail(text)  # extract_block reads the tail: offsets are relative to it
+    offset = len(text) - len(kept) + kept.rfind("<answer>", 0, kept.rfind("</answer>")) + len("<answer>")
+    spans = [(offset + m.start(), offset + m.end()) for m in _INNER_BOX.finditer(block)]
+    if len(spans) != len(gold):
+        return None
+    return "iou", spans, frame_ious(text, gold)
 
 
 def score(text: str, solution: dict, think: bool = True) -> dict[str, float]:

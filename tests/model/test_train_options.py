@@ -1,8 +1,9 @@
 """Training options do what they promise: frozen vision tower, LoRA, gradient checkpointing, zero-spread group
-filtering, T-GRPO's temporal bonus, per-task sampling weights."""
+filtering, T-GRPO's temporal bonus, per-task sampling weights, per-box credit."""
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from test_video_grpo import length_reward, make_trainer, rollout, tg_rows
@@ -317,3 +318,87 @@ def test_guidance_leaves_groups_with_a_signal_untouched(tiny_model_dir, frame_fi
     assert tr._metrics["train"]["guide/guided_frac"] == [0.0]
     assert torch.equal(out["completion_ids"], off["completion_ids"])
     assert torch.equal(out["advantages"], off["advantages"])
+
+
+# -- per-box credit (train.box_credit) ---------------------------------------------------------------------
+
+BOXES = [[0.1 + 0.05 * k, 0.2, 0.4 + 0.05 * k, 0.6] for k in range(8)]
+
+
+def tracking_rows(frame_files, n=2):
+    return [{"id": f"t{i}", "task": "tracking", "prompt": f"Track object {i}.", "frames": frame_files[i % 4],
+             "fps": 2.0, "solution": {"boxes": BOXES}} for i in range(n)]
+
+
+def hand_iou(a, b):  # written out here, not the task's box_iou
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_box_credit_gives_each_box_its_own_deviation_and_the_loss_takes_it(tiny_model_dir, frame_files, tmp_path):
+    from stages import tasks as task_registry
+
+    rewards = task_registry.reward_functions(["tracking"], think=False)
+    tr = make_trainer(tiny_model_dir, frame_files, rewards, tmp_path, rows=tracking_rows(frame_files), beta=0.0,
+                      max_completion_length=120, trainer_kwargs={"box_credit": True, "think": False})
+    batch, out = rollout(tr)  # the random model's answers: no box can be read, so no row is credited
+    assert out["advantages"].shape == out["completion_ids"].shape
+    assert tr._metrics["train"]["credit/rows_frac"] == [0.0]
+    assert torch.equal(out["advantages"], out["advantages"][:, :1].expand_as(out["advantages"]))
+
+    # four answers per prompt, each box shrunk about its centre by its own factor; one answer cannot be read
+    def answer(scales):
+        boxes = [[(b[0] + b[2]) / 2 - s * (b[2] - b[0]) / 2, (b[1] + b[3]) / 2 - s * (b[3] - b[1]) / 2,
+                  (b[0] + b[2]) / 2 + s * (b[2] - b[0]) / 2, (b[1] + b[3]) / 2 + s * (b[3] - b[1]) / 2]
+                 for b, s in zip(BOXES, scales)]
+        return "<answer>[" + ", ".join("[" + ", ".join(f"{v:.2f}" for v in b) + "]" for b in boxes) + "]</answer>"
+
+    scales = [[1.0] * 8, [0.5] * 4 + [1.0] * 4, [0.8, 0.6] * 4, None] * 2
+    texts = [answer(s) if s else "<answer>[[0.1, 0.2]]</answer>" for s in scales]
+    tok = tr.processing_class.tokenizer
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    ids = [tok(t, add_special_tokens=False)["input_ids"] + [end] for t in texts]
+    width = max(map(len, ids))
+    out["completion_ids"] = torch.tensor([i + [tok.pad_token_id] * (width - len(i)) for i in ids])
+    out["completion_mask"] = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids])
+    comps = [[{"role": "assistant", "content": t}] for t in texts]
+    cols = [f(prompts=None, completions=comps, task=[r["task"] for r in batch], solution=[r["solution"] for r in batch])
+            for f in tr.reward_funcs]
+    tr._rewards_per_func = torch.tensor(cols, dtype=torch.float32).T
+    totals = np.array(cols).sum(axis=0).reshape(2, 4)
+    std = totals.std(axis=1, ddof=1) + 1e-4
+    base = ((totals - totals.mean(axis=1, keepdims=True)) / std[:, None]).reshape(-1)
+    out["advantages"] = torch.tensor(base, dtype=torch.float32)
+    adv = tr._box_advantages(batch, out)
+    assert tr._metrics["train"]["credit/rows_frac"][-1] == 0.75
+
+    v = np.array([[hand_iou(b, g) for b, g in zip(json.loads(texts[i][8:-9]), BOXES)] if scales[i] else [0.0] * 8
+                  for i in range(8)])
+    for i in range(8):
+        g = slice(i // 4 * 4, i // 4 * 4 + 4)
+        own = (v[i] - v[g].mean(axis=0)) - (v[i].mean() - v[g].mean(axis=1).mean())
+        assert abs(own.sum()) < 1e-9  # an answer's corrections cancel over its boxes
+        pieces = [tok.decode([t], skip_special_tokens=True) for t in ids[i]]
+        text = "".join(pieces)
+        opens = [c for c, ch in enumerate(text) if ch == "["][1:]  # the boxes' brackets, after the list's own
+        closes = [c for c, ch in enumerate(text) if ch == "]"][:8]
+        pos, credited = 0, [0] * 8
+        for t, piece in enumerate(pieces):
+            chars = set(range(pos, pos + len(piece)))
+            pos += len(piece)
+            touched = [k for k in range(8) if chars & set(range(opens[k], closes[k] + 1))] if scales[i] else []
+            want = base[i] + own[touched[0]] / std[i // 4] if len(touched) == 1 else base[i]
+            if len(touched) == 1 and any(ch.isdigit() for ch in piece):
+                credited[touched[0]] += 1
+            assert adv[i, t].item() == pytest.approx(want, abs=1e-4), (i, t, piece)
+        assert all(c >= 4 for c in credited) if scales[i] else credited == [0] * 8  # 4 coordinates (some in 2 tokens)
+        assert adv[i, len(ids[i]):].sub(base[i]).abs().max().item() < 1e-5 if len(ids[i]) < width else True
+
+    # TRL's loss takes the per-token advantages (and they change its gradient)
+    out["advantages"] = adv
+    _, with_credit = loss_and_grads(tr, out)
+    out["advantages"] = torch.tensor(base, dtype=torch.float32)
+    _, without = loss_and_grads(tr, out)
+    assert any(not torch.allclose(with_credit[n], without[n]) for n in with_credit)
