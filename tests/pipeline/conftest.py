@@ -17,6 +17,7 @@ if str(ROOT) not in sys.path:  # test modules import helpers as tests.pipeline.c
 
 TINY = {
     "synthesize": {"num_videos": 8, "num_tracking_sequences": 4, "min_duration": 4.0, "max_duration": 6.0},
+    "build_samples": {"eval_fraction": 0.25, "weights": {}},
     "train": {"max_steps": 3, "per_device_train_batch_size": 16, "num_generations": 4,
               "max_completion_length": 16, "save_steps": 1, "logging_steps": 1},
     "evaluate": {"max_new_tokens": 16, "max_samples_per_task": 2},
