@@ -4,11 +4,15 @@
 (one interval as fractions of the duration, the most frequent letter, the static tracker). A gain up to this line
 can come from learning the benchmark's priors alone; above it, the model uses the video. `reference_metrics`:
 random well-formed answers drawn from each task's prior (prior_solution). Evaluate reports the first beside
-candidate and base; the micro-reproduction (recipes/micro_repro.py) draws both on its curve.
+candidate and base; the micro-reproduction (recipes/micro_repro.py) draws both on its curve. `shuffled_line`:
+a model's own answers scored against other samples of their task, the test of whether its answers depend on
+the video at all (a model can gain by moving one constant answer towards the blind line).
 """
 from __future__ import annotations
 
 import random
+
+import numpy as np
 
 from stages import tasks as task_registry
 
@@ -35,3 +39,35 @@ def blind_reference(train_rows: list[dict], eval_rows: list[dict], think: bool, 
             fits[task] = module.blind_fit([t for t in train_rows if t["task"] == task], think)
         texts.append(module.target_text(module.blind_solution(fits[task], r), think))
     return task_registry.score_outputs(eval_rows, texts, think, protocol)[0]
+
+
+def shuffled_line(rows: list[dict], outputs: list[str], rounds: int, seed: int = 0, level: float = 0.95,
+                  protocol: str = "ours") -> dict:
+    """Does the model use the video? Its own answers (outputs, one per row), each scored against another sample
+    of the same task: the answers are permuted within each task `rounds` times (seeded) and every permutation
+    aggregated as the task does. Per task and metric: `mean` over the permutations and `lo`/`hi`, the central
+    `level` range of the permuted values. A metric inside that range is what the same answers score on videos
+    they were not given: they do not depend on the video. A pair the task cannot score (an answer letter the
+    other question does not offer) is left out of its permutation."""
+    rng = np.random.default_rng(seed)
+    by_task: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_task.setdefault(r["task"], []).append(i)
+    out = {}
+    for task, idx in sorted(by_task.items()):
+        values: dict[str, list[float]] = {}
+        for _ in range(rounds):
+            perm = rng.permutation(len(idx))
+            scored = []
+            for k, j in zip(idx, perm):
+                try:
+                    scored.append(task_registry.sample_metrics(task, outputs[k], rows[idx[j]]["solution"], protocol))
+                except (KeyError, TypeError, ValueError):
+                    continue
+            for name, v in task_registry.aggregate(task, scored).items():
+                if name != "count":
+                    values.setdefault(name, []).append(float(v))
+        tail = (1 - level) / 2 * 100
+        out[task] = {name: {"mean": round(float(np.mean(v)), 6), "lo": round(float(np.percentile(v, tail)), 6),
+                            "hi": round(float(np.percentile(v, 100 - tail)), 6)} for name, v in values.items()}
+    return out

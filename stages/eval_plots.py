@@ -8,7 +8,9 @@ reward_curves.json (reward_rows), candidate_vs_base.json (comparison_rows) and v
 (validation_rows: the greedy validation metrics of train.validation, empty when it is off)."""
 from __future__ import annotations
 
+import math
 import os
+import statistics
 from pathlib import Path
 
 from stages import tasks as task_registry
@@ -139,6 +141,31 @@ def reward_rows(history: dict[str, list[tuple[int, float]]], tasks: list[str]) -
         series[task] = {s: sum(p[s] for p in parts) for s in steps if all(s in p for p in parts)}
     steps = sorted(set().union(*series.values()))
     return [{"step": int(s), **{name: _round(v.get(s)) for name, v in series.items()}} for s in steps]
+
+
+def reward_trend(rows: list[dict], tasks: list[str], level: float = 0.95) -> dict[str, dict]:
+    """Did each task's training reward rise? From reward_rows: the mean of the task's logged points in the second
+    half of the steps minus the mean in the first half, with a normal-approximation interval at `level` from the
+    points' spread (Welch: the halves' variances apart). Each point is one logging window's mean over different
+    prompts, so the spread is mostly prompt difficulty. `all` first; a task with fewer than 2 points in a half is
+    left out."""
+    if not rows:
+        return {}
+    middle = max(r["step"] for r in rows) / 2
+    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+    out = {}
+    for task in [ALL, *tasks]:
+        points = [(r["step"], r[task]) for r in rows if r.get(task) is not None]
+        first = [v for step, v in points if step <= middle]
+        second = [v for step, v in points if step > middle]
+        if len(first) < 2 or len(second) < 2:
+            continue
+        d = statistics.fmean(second) - statistics.fmean(first)
+        se = math.sqrt(statistics.variance(first) / len(first) + statistics.variance(second) / len(second))
+        out[task] = {"first_half": _round(statistics.fmean(first)), "second_half": _round(statistics.fmean(second)),
+                     "delta": _round(d), "lo": _round(d - z * se), "hi": _round(d + z * se),
+                     "points": [len(first), len(second)], "level": level}
+    return out
 
 
 def validation_rows(validation: dict | None, tasks: list[str]) -> list[dict]:

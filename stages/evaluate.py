@@ -85,6 +85,27 @@ def blind_line(train_samples: str | None, rows: list[dict], think: bool, protoco
             "metrics": blind_reference(unique, rows, think, protocol)}
 
 
+def shuffled(rows: list[dict], cand_out: list[str], base_out: list[str], p: EvaluateParams) -> dict | None:
+    """Each model's answers scored against other samples of their task (stages/blind.shuffled_line)."""
+    if not p.shuffle_rounds:
+        return None
+    from stages.blind import shuffled_line
+
+    args = dict(rounds=p.shuffle_rounds, seed=p.bootstrap_seed, level=p.interval_level, protocol=p.protocol)
+    return {"rounds": p.shuffle_rounds, "seed": p.bootstrap_seed, "level": p.interval_level,
+            "candidate": shuffled_line(rows, cand_out, **args), "baseline": shuffled_line(rows, base_out, **args)}
+
+
+def follows_sample(own: float | None, line: dict | None) -> str:
+    """A model's metric against the range of its shuffled answers (stages/blind.shuffled_line)."""
+    if own is None or not line:
+        return "n/a"
+    own = round(own, 6)  # the line is rounded so; a constant answer scores exactly its shuffles
+    return ("answers follow the sample" if own > line["hi"] else
+            "answers score worse on their own samples" if own < line["lo"] else
+            "NO sign the answers follow the sample")
+
+
 def verdict(iv: dict | None) -> str:
     """What an interval of candidate - base says: a gain beyond noise, a loss beyond noise, or neither."""
     if iv is None:
@@ -122,6 +143,16 @@ def report(result: dict) -> list[str]:
             if bl is not None and c <= bl:
                 v += ", but not above the blind line"
         lines.append(f"  {task} {metric}: {v}" + (f" ({_diff(iv)})" if iv else ""))
+        sh = result.get("shuffled") or {}
+        lines += [f"  {task} {metric} with {who}'s answers shuffled among the task's samples: "
+                  f"{m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}] against {_num(own)}: {follows_sample(own, m)}"
+                  for who, own, m in (("base", b, sh.get("baseline", {}).get(task, {}).get(metric)),
+                                      ("candidate", c, sh.get("candidate", {}).get(task, {}).get(metric))) if m]
+    trend = result.get("training_reward") or {}
+    for task, t in trend.items():
+        rose = "rose" if t["lo"] > 0 else ("FELL" if t["hi"] < 0 else "no significant change")
+        lines.append(f"training reward {task} (sampled answers, steps' first half -> second half): "
+                     f"{t['first_half']:.3f} -> {t['second_half']:.3f}, {_diff(t)}: {rose}")
     at = f"{level:.0%} interval" if level else "no intervals"
     lines.append(f"Learned beyond noise ({at}): {', '.join(learned)}" if learned else
                  f"Nothing was learned: no task's headline metric improved beyond noise ({at})")
@@ -208,17 +239,20 @@ def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlf
                      "resamples": p.bootstrap_resamples, "seed": p.bootstrap_seed},
         "general": general_check(cand_metrics, base_metrics, p, ivs),
         "blind": blind_line(train_samples, rows, think, p.protocol),
+        "shuffled": shuffled(rows, cand_out, base_out, p),
         "samples": len(rows),
         "samples_per_task": dict(sorted(Counter(r["task"] for r in rows).items())),
         "inputs_sha256": inputs_fp,
     }
+    history = eval_plots.reward_history(client, run_id) if client else {}
+    result["training_reward"] = eval_plots.reward_trend(eval_plots.reward_rows(history, list(task_registry.TASKS)),
+                                                        list(task_registry.TASKS), p.interval_level)
     out = Path(p.out_dir)
     write_json(out / "eval.json", result)
     write_json(out / EVAL_SAMPLES, samples)
     write_jsonl(out / "predictions.jsonl", [{"model": "candidate", **r} for r in cand_records]
                 + [{"model": "baseline", **r} for r in base_records])
 
-    history = eval_plots.reward_history(client, run_id) if client else {}
     plots = eval_plots.write_all(out / "plots", cand_records, base_records, cand_metrics, base_metrics, history, ivs)
     plots += eval_plots.write_data(out / "plots", cand_metrics, base_metrics, history, ivs, list(task_registry.TASKS),
                                    trained.get("validation"))

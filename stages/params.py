@@ -55,6 +55,8 @@ class SynthesizeParams(Section):
         1.0, ge=0.0, description="Difficulty knob: how far the tracked object travels, as a fraction of a path "
         "between two random points of the frame (its wobble scales alike). 1.0 = the whole path; 0 = it stays.")
     num_boxes: int = Field(8, description="Boxes per tracking annotation (VideoChat-R1 uses 8).")
+    workers: int = Field(0, ge=0, description="Processes that render and encode (0 = one per CPU). Every video and "
+                         "sequence draws from its own seed stream, so the bytes are the same at any count.")
     tasks: dict[str, dict] = Field(
         default_factory=dict, description="Options of the tasks whose module generates its own synthetic data "
         "(a `synthesize` hook, called after the shared videos): task name -> that hook's options. The four built-in "
@@ -371,6 +373,11 @@ class IntervalParams(Section):
     bootstrap_resamples: int = Field(
         2000, ge=100, description="Bootstrap resamples per task (fewer than ~1000 make the interval's ends noisy).")
     bootstrap_seed: int = Field(0, description="Seed of the resampling: the same inputs give the same interval.")
+    shuffle_rounds: int = Field(
+        50, ge=0, description="Does a model use the video? Each model's own answers are scored against the other "
+        "samples of their task, permuted this many times (seeded by bootstrap_seed; stages/blind.shuffled_line); "
+        "eval.json `shuffled` and the report give the permuted scores' mean and central interval_level range. "
+        "0 = off.")
 
 
 class EvaluateParams(IntervalParams):

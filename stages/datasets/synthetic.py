@@ -21,8 +21,11 @@ so a distractor never covers it.
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import fractions
 import math
+import multiprocessing
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -351,29 +354,46 @@ def annotate(vid: str, objs: list[Obj], n_frames: int, rng, fps: float, g: int) 
     return tg, gqa, mcq
 
 
+def one_video(p: SynthesizeParams, i: int) -> tuple[str, dict, list, list]:
+    """Video i (its own rng stream, so videos can be made in any order or process) and its annotations."""
+    vid = video_id(i)
+    g = time_grid(p.fps)
+    rng = np.random.default_rng([p.seed, 0, i])
+    n_frames = max(2 * g, round(rng.uniform(p.min_duration, p.max_duration) * p.fps / g) * g)
+    objs = make_scene(rng, n_frames, p.width, p.height, g, p.fps, tuple(p.event_fraction),
+                      tuple(p.objects_per_video))
+    encode_mp4(Path(p.out_dir) / "videos" / f"{vid}.mp4", render_video(objs, n_frames, p.width, p.height), p.fps,
+               p.width, p.height)
+    return (vid, *annotate(vid, objs, n_frames, rng, p.fps, g))
+
+
+def one_track(p: SynthesizeParams, j: int) -> dict:
+    seq = f"GOT-10k_Syn_{j + 1:06d}"
+    return {"path": f"got10k/{seq}",
+            **write_track(Path(p.out_dir) / "got10k" / seq, np.random.default_rng([p.seed, 1, j]), p)}
+
+
+def run_all(fn, p: SynthesizeParams, n: int) -> list:
+    """[fn(p, k) for k in range(n)], in p.workers processes; results in order, bytes the same at any count."""
+    workers = min(p.workers or os.cpu_count() or 1, n)
+    if workers <= 1:
+        return [fn(p, k) for k in range(n)]
+    with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        return list(pool.map(fn, [p] * n, range(n), chunksize=max(1, n // (8 * workers))))
+
+
 def synthesize(p: SynthesizeParams) -> dict:
     """Write videos/, got10k/ and annotations/ under p.out_dir (replacing them); return counts."""
     check(p)
     out = Path(p.out_dir)
     for sub in ("videos", "got10k", "annotations"):
         shutil.rmtree(out / sub, ignore_errors=True)
-    g = time_grid(p.fps)
-    charades, nextgqa, mcq, got = {}, [], [], []
-    for i in range(p.num_videos):
-        vid = video_id(i)
-        rng = np.random.default_rng([p.seed, 0, i])
-        n_frames = max(2 * g, round(rng.uniform(p.min_duration, p.max_duration) * p.fps / g) * g)
-        objs = make_scene(rng, n_frames, p.width, p.height, g, p.fps, tuple(p.event_fraction),
-                          tuple(p.objects_per_video))
-        frames = render_video(objs, n_frames, p.width, p.height)
-        encode_mp4(out / "videos" / f"{vid}.mp4", frames, p.fps, p.width, p.height)
-        charades[vid], gqa_rows, mcq_rows = annotate(vid, objs, n_frames, rng, p.fps, g)
+    charades, nextgqa, mcq = {}, [], []
+    for vid, sta, gqa_rows, mcq_rows in run_all(one_video, p, p.num_videos):
+        charades[vid] = sta
         nextgqa += gqa_rows
         mcq += mcq_rows
-    for j in range(p.num_tracking_sequences):
-        seq = f"GOT-10k_Syn_{j + 1:06d}"
-        track = write_track(out / "got10k" / seq, np.random.default_rng([p.seed, 1, j]), p)
-        got.append({"path": f"got10k/{seq}", **track})
+    got = run_all(one_track, p, p.num_tracking_sequences)
     ann = out / "annotations"
     write_json(ann / "charades_sta.json", charades)
     write_json(ann / "nextgqa.json", nextgqa)
@@ -381,4 +401,4 @@ def synthesize(p: SynthesizeParams) -> dict:
     write_json(ann / "got10k.json", got)
     return {"out_dir": str(out), "videos": p.num_videos, "tracking_sequences": len(got),
             "tg_queries": sum(len(v["sentences"]) for v in charades.values()), "gqa_questions": len(nextgqa),
-            "qa_questions": len(mcq), "time_grid_s": round(g / p.fps, 6)}
+            "qa_questions": len(mcq), "time_grid_s": round(time_grid(p.fps) / p.fps, 6)}

@@ -143,8 +143,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         if n % g:
             raise RuntimeError(f"box_credit needs whole groups on a rank: {n} rows, G={g}")
         weights = self.reward_weights.to(self._rewards_per_func.device)
-        totals = (self._rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
-        totals[torch.isnan(self._rewards_per_func).all(dim=1)] = torch.nan
+        totals = total_rewards(self._rewards_per_func, weights)
         if self.scale_rewards == "none":
             scale = torch.ones_like(totals)
         elif self.scale_rewards == "batch":
@@ -153,7 +152,7 @@ class VideoGRPOTrainer(GRPOTrainer):
             scale = nanstd(totals.view(-1, g), dim=1).repeat_interleave(g) + 1e-4
         scale = scale[self._local_slice(n)].cpu()
         names = list(self.reward_func_names)
-        owners, values, weight, spans_of = [], [], [], []
+        owners, values, weight = [], [], []
         for i in range(n):
             row = ids[i][mask[i].bool()].tolist()
             pieces = [self.processing_class.decode([t], skip_special_tokens=True) for t in row]
@@ -161,7 +160,6 @@ class VideoGRPOTrainer(GRPOTrainer):
             # the spans are located in the pieces' text; where it is not the scored text, no credit for the row
             found = (task_registry.part_spans(inputs[i]["task"], text, inputs[i]["solution"])
                      if "".join(pieces) == text else None)
-            spans_of.append(found)
             name = f"{inputs[i]['task']}_{found[0]}" if found else None
             weight.append(float(weights[names.index(name)]) if name in names else 0.0)
             owners.append(box_credit.token_owner(pieces, found[1]) if found else None)

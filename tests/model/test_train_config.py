@@ -84,7 +84,8 @@ def test_recipe_is_valid_and_pins_the_paper(tmp_path):
             t.max_completion_length, t.max_steps) == (8, 0.04, 1.0, 1e-6, "grpo", 1.0, 1024, -1)
     assert t.bf16 and t.gradient_checkpointing and t.num_processes == 8
     # the demo's own options (params.yaml) stay out of the paper's recipe
-    assert (t.guide_lost_groups, t.weight_ema, t.box_credit, t.validation.per_task) == (False, 0.0, False, 0)
+    assert (t.guide_lost_groups, t.weight_ema, t.box_credit, t.validation.per_task, t.lr_scheduler_type) == (
+        False, 0.0, False, 0, "constant")
     assert p.build_samples.weights == {} and p.build_samples.eval_fraction == 0.25
     assert p.model.name_or_path == "Qwen/Qwen2.5-VL-7B-Instruct"
     assert (p.extract_frames.fps, p.extract_frames.max_frames, p.extract_frames.total_pixels) == (2.0, 768,

@@ -36,6 +36,32 @@ def test_reward_rows_sum_each_tasks_part_means_per_step():
     assert eval_plots.reward_rows({}, ["tg"]) == []
 
 
+def test_reward_trend_is_second_half_minus_first_half_with_a_welch_interval():
+    rows = [{"step": 10, "all": 1.0, "tg": 1.0, "qa": None}, {"step": 20, "all": 1.0, "tg": 2.0, "qa": 1.0},
+            {"step": 30, "all": 1.0, "tg": 3.0, "qa": 1.0}, {"step": 40, "all": 1.0, "tg": 5.0, "qa": 2.0}]
+    trend = eval_plots.reward_trend(rows, ["tg", "gqa", "qa"])
+    # by hand: first half [1, 2] (mean 1.5, variance 0.5), second [3, 5] (mean 4, variance 2); se = sqrt(0.5/2 + 2/2)
+    # = 1.118034; z(0.975) = 1.959964: 2.5 -+ 2.191306. qa has one point in its first half, gqa none: left out.
+    assert list(trend) == ["all", "tg"]
+    assert trend["tg"] == {"first_half": 1.5, "second_half": 4.0, "delta": 2.5, "lo": 0.308694, "hi": 4.691306,
+                           "points": [2, 2], "level": 0.95}
+    assert trend["all"]["delta"] == trend["all"]["lo"] == trend["all"]["hi"] == 0.0
+    assert eval_plots.reward_trend([], ["tg"]) == {}
+
+
+def test_report_says_whether_each_training_reward_rose():
+    from stages.evaluate import report
+
+    m = {"tg": {"mIoU": 0.3, "parse_rate": 1.0}}
+    result = {"candidate": {"metrics": m}, "baseline": {"metrics": m}, "training_reward": {
+        "tg": {"first_half": 1.0, "second_half": 1.2, "delta": 0.2, "lo": 0.05, "hi": 0.35},
+        "qa": {"first_half": 1.0, "second_half": 0.9, "delta": -0.1, "lo": -0.3, "hi": 0.1}}}
+    lines = report(result)
+    assert "training reward tg (sampled answers, steps' first half -> second half): 1.000 -> 1.200, " \
+           "+0.200 [+0.050, +0.350]: rose" in lines
+    assert any(line.startswith("training reward qa") and line.endswith("no significant change") for line in lines)
+
+
 VALIDATION = {"selected_step": 50, "history": [
     {"step": 0, "metrics": {"tg": {"mIoU": 0.3, "parse_rate": 1.0}, "qa": {"accuracy": 0.5, "parse_rate": 1.0}}},
     {"step": 50, "metrics": {"tg": {"mIoU": 0.4, "parse_rate": 1.0}, "qa": {"accuracy": 0.25, "parse_rate": 1.0}}},

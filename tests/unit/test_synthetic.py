@@ -50,6 +50,18 @@ def test_same_seed_same_output(syn, tmp_path):
     assert (other / "annotations" / "charades_sta.json").read_bytes() != (out / "annotations" / "charades_sta.json").read_bytes()
 
 
+def test_worker_count_does_not_change_a_byte(syn, tmp_path):
+    """Each video and sequence has its own seed stream, so 1 process and 3 write the same files (dvc.lock)."""
+    out, _ = syn  # default workers: one per CPU
+    synthesize(SynthesizeParams(out_dir=str(tmp_path), workers=1, **SMALL))
+    mine = sorted(f.relative_to(out) for f in out.rglob("*") if f.is_file())
+    assert mine == sorted(f.relative_to(tmp_path) for f in tmp_path.rglob("*") if f.is_file())
+    assert len(mine) == 4 + 3 * (12 + 2) + 4  # videos; 12 frames, groundtruth and meta_info per sequence; annotations
+    assert [str(f) for f in mine if (out / f).read_bytes() != (tmp_path / f).read_bytes()] == []
+    synthesize(SynthesizeParams(out_dir=str(tmp_path / "three"), workers=3, **SMALL))
+    assert all((out / f).read_bytes() == (tmp_path / "three" / f).read_bytes() for f in mine)
+
+
 def test_video_bytes_do_not_depend_on_the_cpus(tmp_path):
     """x264 sizes its threads from the CPUs it may use; dvc.lock must not change from one machine to the next."""
     import os
