@@ -50,6 +50,16 @@ def shuffled_line(rows: list[dict], outputs: list[str], rounds: int, seed: int =
     they were not given: they do not depend on the video. A pair the task cannot score (an answer letter the
     other question does not offer) is left out of its permutation."""
     rng = np.random.default_rng(seed)
+    memo: dict[tuple[str, int], dict | None] = {}  # (answer, solution's row): near-constant answers repeat pairs
+
+    def metrics(text: str, row: int) -> dict | None:
+        if (text, row) not in memo:
+            try:
+                memo[text, row] = task_registry.sample_metrics(rows[row]["task"], text, rows[row]["solution"], protocol)
+            except (KeyError, TypeError, ValueError):
+                memo[text, row] = None
+        return memo[text, row]
+
     by_task: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         by_task.setdefault(r["task"], []).append(i)
@@ -58,12 +68,7 @@ def shuffled_line(rows: list[dict], outputs: list[str], rounds: int, seed: int =
         values: dict[str, list[float]] = {}
         for _ in range(rounds):
             perm = rng.permutation(len(idx))
-            scored = []
-            for k, j in zip(idx, perm):
-                try:
-                    scored.append(task_registry.sample_metrics(task, outputs[k], rows[idx[j]]["solution"], protocol))
-                except (KeyError, TypeError, ValueError):
-                    continue
+            scored = [m for k, j in zip(idx, perm) if (m := metrics(outputs[k], idx[j])) is not None]
             for name, v in task_registry.aggregate(task, scored).items():
                 if name != "count":
                     values.setdefault(name, []).append(float(v))
