@@ -6,7 +6,7 @@ can come from learning the benchmark's priors alone; above it, the model uses th
 random well-formed answers drawn from each task's prior (prior_solution). Evaluate reports the first beside
 candidate and base; the micro-reproduction (recipes/micro_repro.py) draws both on its curve. `shuffled_line`:
 a model's own answers scored against other samples of their task, the test of whether its answers depend on
-the video at all (a model can gain by moving one constant answer towards the blind line).
+their sample at all (a model can gain by moving one constant answer towards the blind line).
 """
 from __future__ import annotations
 
@@ -43,12 +43,13 @@ def blind_reference(train_rows: list[dict], eval_rows: list[dict], think: bool, 
 
 def shuffled_line(rows: list[dict], outputs: list[str], rounds: int, seed: int = 0, level: float = 0.95,
                   protocol: str = "ours") -> dict:
-    """Does the model use the video? Its own answers (outputs, one per row), each scored against another sample
-    of the same task: the answers are permuted within each task `rounds` times (seeded) and every permutation
-    aggregated as the task does. Per task and metric: `mean` over the permutations and `lo`/`hi`, the central
-    `level` range of the permuted values. A metric inside that range is what the same answers score on videos
-    they were not given: they do not depend on the video. A pair the task cannot score (an answer letter the
-    other question does not offer) is left out of its permutation."""
+    """Do the model's answers follow their samples? Its own answers (outputs, one per row), each scored against
+    another sample of the same task: the answers are permuted within each task `rounds` times (seeded) and every
+    permutation aggregated as the task does. Per task and metric: `mean` over the permutations and `lo`/`hi`, the
+    central `level` range of the permuted values. A metric inside that range is what the same answers score on
+    samples they were not given: they do not depend on their sample (video and prompt; where the prompt carries
+    the answer's content, as QA's options or tracking's initial box do, above the range need not mean the pixels
+    are used). A pair the task cannot score (an answer letter the other question does not offer) is left out."""
     rng = np.random.default_rng(seed)
     memo: dict[tuple[str, int], dict | None] = {}  # (answer, solution's row): near-constant answers repeat pairs
 

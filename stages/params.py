@@ -374,7 +374,7 @@ class IntervalParams(Section):
         2000, ge=100, description="Bootstrap resamples per task (fewer than ~1000 make the interval's ends noisy).")
     bootstrap_seed: int = Field(0, description="Seed of the resampling: the same inputs give the same interval.")
     shuffle_rounds: int = Field(
-        50, ge=0, description="Does a model use the video? Each model's own answers are scored against the other "
+        50, ge=0, description="Do a model's answers follow their samples? Each model's own answers are scored against the other "
         "samples of their task, permuted this many times (seeded by bootstrap_seed; stages/blind.shuffled_line); "
         "eval.json `shuffled` and the report give the permuted scores' mean and central interval_level range. "
         "0 = off.")
