@@ -138,12 +138,15 @@ def report(result: dict) -> list[str]:
                      f"{_num(base.get(task, {}).get('parse_rate'))} -> {_num(cand[task].get('parse_rate'))} | "
                      f"blind line {_num(bl)}")
         v = verdict(iv)
+        sh = result.get("shuffled") or {}
         if v == "learned":
-            learned.append(f"{task} {metric}")
+            constant = follows_sample(c, sh.get("candidate", {}).get(task, {}).get(metric)).startswith("NO")
+            learned.append(f"{task} {metric}" + (" (answers do not follow the sample)" if constant else ""))
             if bl is not None and c <= bl:
                 v += ", but not above the blind line"
+            if constant:
+                v += "; the answers do not follow the sample (a better answer for every sample, not a better look)"
         lines.append(f"  {task} {metric}: {v}" + (f" ({_diff(iv)})" if iv else ""))
-        sh = result.get("shuffled") or {}
         lines += [f"  {task} {metric} with {who}'s answers shuffled among the task's samples: "
                   f"{m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}] against {_num(own)}: {follows_sample(own, m)}"
                   for who, own, m in (("base", b, sh.get("baseline", {}).get(task, {}).get(metric)),

@@ -27,3 +27,17 @@ def test_answers_that_follow_their_video_score_above_their_shuffles():
     assert shuffled_line(ROWS, outputs, rounds=200, seed=1) == shuffled_line(ROWS, outputs, rounds=200, seed=1)
     assert follows_sample(0.2, {"mean": 0.3, "lo": 0.25, "hi": 0.35}) == "answers score worse on their own samples"
     assert follows_sample(1.0, {"mean": 0.3, "lo": 0.0, "hi": 0.35}) == "answers follow the sample"
+
+
+def test_a_gain_made_by_a_constant_answer_is_called_so():
+    from stages.evaluate import report
+
+    result = {"candidate": {"metrics": {"tg": {"mIoU": 0.4}}}, "baseline": {"metrics": {"tg": {"mIoU": 0.3}}},
+              "intervals": {"tg": {"mIoU": {"delta": 0.1, "lo": 0.05, "hi": 0.15}}}, "interval": {"level": 0.95},
+              "shuffled": {"candidate": {"tg": {"mIoU": {"mean": 0.4, "lo": 0.4, "hi": 0.4}}}}}
+    lines = report(result)
+    assert lines[1] == ("  tg mIoU: learned; the answers do not follow the sample (a better answer for every "
+                        "sample, not a better look) (+0.100 [+0.050, +0.150])")
+    assert lines[-1] == "Learned beyond noise (95% interval): tg mIoU (answers do not follow the sample)"
+    result["shuffled"]["candidate"]["tg"]["mIoU"] = {"mean": 0.3, "lo": 0.25, "hi": 0.35}
+    assert report(result)[-1] == "Learned beyond noise (95% interval): tg mIoU"
