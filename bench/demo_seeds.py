@@ -48,13 +48,31 @@ def previous_runs(path: Path) -> list[dict]:
 
 
 def evaluate(p, model: str, rows: list[dict]):
-    from stages.evaluate import generate_outputs
+    """(metrics, per-sample records, follows): follows says per task whether the headline metric is above the
+    range of the same answers shuffled among the samples (stages.blind.shuffled_line, as evaluate reports)."""
+    from stages.blind import shuffled_line
+    from stages.evaluate import follows_sample, generate_outputs
 
-    return task_registry.score_outputs(rows, generate_outputs(model, rows, p.evaluate), p.build_samples.think)
+    outputs = generate_outputs(model, rows, p.evaluate)
+    metrics, records = task_registry.score_outputs(rows, outputs, p.build_samples.think)[:2]
+    line = shuffled_line(rows, outputs, p.evaluate.shuffle_rounds, p.evaluate.bootstrap_seed)
+    follows = {t: {"own": round(metrics[t][m], 4), **{k: round(v, 4) for k, v in line[t][m].items()},
+                   "follows": follows_sample(metrics[t][m], line[t][m]) == "answers follow the sample"}
+               for t, m in task_registry.headline().items() if t in metrics and t in line and m in line[t]}
+    return metrics, records, follows
 
 
 def by_task(records: list[dict], task: str) -> list[dict]:
     return [r["metrics"] for r in records if r["task"] == task]
+
+
+def summary_line(row: dict) -> str:
+    """One run's line: each column's difference with its interval, then whether each task's answers follow."""
+    cells = "  ".join(f"{k} {v['delta']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]"
+                      for k, v in row.items() if isinstance(v, dict) and "delta" in v)
+    follows = ", ".join(f"{t} {'yes' if v['follows'] else 'NO'}" for t, v in row.get("follows", {}).items())
+    return (f"{row['variant']} seed {row['seed']} ({row['train_wall_s']:.0f} s, step {row['selected_step']}): "
+            f"{cells}; follows the sample: {follows}")
 
 
 def main() -> None:
@@ -85,7 +103,10 @@ def main() -> None:
         extract_frames.extract_frames(p0.extract_frames)
         build_samples.build(p0.build_samples, p0.extract_frames.out_dir)
     rows = read_jsonl("data/samples/eval.jsonl")
-    base_metrics, base_records = evaluate(p0, base, rows)
+    base_metrics, base_records, base_follows = evaluate(p0, base, rows)
+    print("base follows its samples: " + ", ".join(f"{t} {v['own']:.3f} vs shuffled [{v['lo']:.3f}, {v['hi']:.3f}]"
+                                                     f"{'' if v['follows'] else ' NO'}" for t, v in base_follows.items()),
+          flush=True)
     evaluated = {r["task"] for r in base_records}
 
     results = previous_runs(Path("results.json"))
@@ -98,7 +119,7 @@ def main() -> None:
             t0 = time.time()
             summary = train.run(tp, p.model, p.mlflow, "data/samples/train.jsonl", p.build_samples.think)
             wall = time.time() - t0
-            _, records = evaluate(p, out, rows)
+            _, records, follows = evaluate(p, out, rows)
             row = {"variant": name, "overrides": items, "set": args.set, "seed": seed,
                    "date": time.strftime("%Y-%m-%d %H:%M"), "train_wall_s": round(wall, 1),
                    "mlflow_run_id": summary.get("mlflow_run_id"),
@@ -109,11 +130,10 @@ def main() -> None:
                                                resamples=p.evaluate.bootstrap_resamples,
                                                seed=p.evaluate.bootstrap_seed)[metric]
                 row[f"{task}.{metric}"] = {k: round(iv[k], 4) for k in ("delta", "lo", "hi")}
+            row["follows"] = follows
             results.append(row)
-            cells = "  ".join(f"{k} {v['delta']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]"
-                              for k, v in row.items() if isinstance(v, dict))
-            print(f"{name} seed {seed} ({wall:.0f} s, step {row['selected_step']}): {cells}", flush=True)
-            write_json("results.json", {"base": base_metrics, "runs": results})
+            print(summary_line(row), flush=True)
+            write_json("results.json", {"base": base_metrics, "base_follows": base_follows, "runs": results})
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from recipes.apply import overrides  # noqa: E402
 from recipes.micro_repro import data_stages  # noqa: E402
 from stages import tasks as task_registry  # noqa: E402
-from stages.blind import blind_reference  # noqa: E402
+from stages.blind import blind_reference, shuffled_line  # noqa: E402
 from stages.io import read_jsonl, write_json, write_text  # noqa: E402
 from stages.model.video_inputs import sample_frames  # noqa: E402
 from stages.params import Params, load_params  # noqa: E402
@@ -42,7 +42,8 @@ RECIPE = ROOT / "recipes/pretrain-base.yaml"
 def settings(recipe: Path) -> dict:
     tree = yaml.safe_load(recipe.read_text()) or {}
     cfg = {"out_dir": "pretrained/tiny-qwen2_5_vl", "eval_epochs": [], "eval_per_task": 64, "threads": 2,
-           "targets": "gold", "box_scale": 0.7, "samples_per_task": {}, "repeat": {},
+           "targets": "gold", "box_scale": 0.7, "samples_per_task": {}, "repeat": {}, "shuffle_rounds": 50,
+           "loss": "token", "phases": [],
            **(tree.get("pretrain") or {})}
     scale = cfg["box_scale"]
     if not (isinstance(scale, (int, float)) or (isinstance(scale, list) and len(scale) == 2 and scale[0] <= scale[1])):
@@ -132,6 +133,41 @@ def related_solution(row: dict, box_scale, seed: int = 0) -> dict:
     return sol
 
 
+def follows(metrics: dict, shuffled: dict) -> dict[str, bool]:
+    """Per task: is the headline metric above the range its own answers score when shuffled among the held-out
+    samples (stages.blind.shuffled_line)? False means the answers do not depend on their video and prompt."""
+    from stages.evaluate import follows_sample
+
+    headline = task_registry.headline()
+    return {t: follows_sample(metrics[t][headline[t]], shuffled[t][headline[t]]) == "answers follow the sample"
+            for t in metrics if t in shuffled and headline[t] in shuffled[t]}
+
+
+def distinct_answers(rows: list[dict], outputs: list[str]) -> dict[str, int]:
+    """Per task, how many different answers the model gave: a handful over many samples is an answer prior."""
+    seen: dict[str, set] = {}
+    for r, o in zip(rows, outputs):
+        seen.setdefault(r["task"], set()).add(o.strip())
+    return {t: len(v) for t, v in sorted(seen.items())}
+
+
+def training_phases(cfg: dict, tasks: list[str], epochs: int) -> list[dict]:
+    """pretrain.phases: [{tasks, epochs}, ...] trained one after the other (a curriculum: the timing tasks alone
+    first, docs/base-model.md); none = one phase of sft.tasks for sft.epochs. A phase's rows are the selected
+    training rows of its tasks; the shuffle's random stream runs on across phases, an optimizer starts per phase."""
+    phases = cfg["phases"] or [{"tasks": list(tasks), "epochs": epochs}]
+    for ph in phases:
+        if not (isinstance(ph, dict) and {"tasks", "epochs"} <= set(ph) <= {"tasks", "epochs", "loss"}
+                and isinstance(ph["epochs"], int) and ph["epochs"] >= 1 and ph["tasks"]
+                and set(ph["tasks"]) <= set(tasks) and ph.get("loss", cfg["loss"]) in ("token", "row")):
+            raise ValueError(f"pretrain.phases: each phase is {{tasks: [some of sft.tasks {tasks}], epochs: >= 1, "
+                             f"loss: token|row (default pretrain.loss)}}, got {ph!r}")
+    if sum(ph["epochs"] for ph in phases) != epochs:  # so that pretrain.json's sft.epochs is what was trained
+        raise ValueError(f"pretrain.phases: the phases' epochs must add up to sft.epochs ({epochs}), got {phases!r}")
+    return [{"tasks": list(ph["tasks"]), "epochs": ph["epochs"], "loss": ph.get("loss", cfg["loss"])}
+            for ph in phases]
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -163,34 +199,52 @@ def pretrain(params: Params, cfg: dict, out: Path) -> dict:
     held_out = select(read_jsonl(samples / "eval.jsonl"), cfg["eval_per_task"])
     record = {"examples": len(train), "held_out": len(held_out), "targets": cfg["targets"],
               "box_scale": cfg["box_scale"], "samples_per_task": cfg["samples_per_task"], "repeat": cfg["repeat"],
+              "loss": cfg["loss"],
               "blind_best": blind_reference(train, held_out, think), "curve": []}
     if cfg["targets"] not in ("gold", "frames"):
         raise ValueError(f"pretrain.targets must be gold or frames, got {cfg['targets']!r}")
+    if cfg["loss"] not in ("token", "row"):
+        raise ValueError(f"pretrain.loss must be token or row, got {cfg['loss']!r}")
+    phases = training_phases(cfg, params.sft.tasks, params.sft.epochs)
+    record["phases"] = phases
+    total_epochs = sum(ph["epochs"] for ph in phases)
     examples = [sft.encode_example(processor, r, think,
                                    related_solution(r, cfg["box_scale"], params.sft.seed)
                                    if cfg["targets"] == "frames" else None)
                 for r in train]
     c0, t0 = time.process_time(), time.time()
+    done = 0  # epochs of the phases before this one: eval_epochs count across phases
 
-    def on_epoch(epoch: int, losses: list[float]) -> None:
+    def on_epoch(phase_epoch: int, losses: list[float]) -> None:
+        epoch = done + phase_epoch
         line = {"epoch": epoch, "loss": round(sum(losses) / len(losses), 4),
                 "cpu_s": round(time.process_time() - c0, 1)}
-        if epoch in cfg["eval_epochs"] or epoch == params.sft.epochs:
+        if epoch in cfg["eval_epochs"] or epoch == total_epochs:
             ckpt = Path(f"checkpoints/epoch-{epoch}")
             model.save_pretrained(ckpt, safe_serialization=True)
             processor.save_pretrained(ckpt)
             outputs = generate_outputs(str(ckpt), held_out, params.evaluate)
             metrics = task_registry.score_outputs(held_out, outputs, think)[0]
             line["held_out"] = metrics
+            line["shuffled"] = shuffled_line(held_out, outputs, int(cfg["shuffle_rounds"]), params.sft.seed)
+            line["follows"] = follows(metrics, line["shuffled"])
+            line["distinct_answers"] = distinct_answers(held_out, outputs)
             record["curve"].append(line)
             headline = task_registry.headline()
             print("pretrain: " + json.dumps({**line, "held_out": {t: {k: metrics[t][k] for k in (headline[t],
-                                           "parse_rate")} for t in metrics}}), flush=True)
+                                           "parse_rate")} for t in metrics},
+                                             "shuffled": {t: line["shuffled"][t].get(headline[t])
+                                                          for t in line["shuffled"]}}), flush=True)
         else:
             print("pretrain: " + json.dumps(line), flush=True)
 
-    losses = sft.fit(model, processor, examples, params.sft.learning_rate, params.sft.epochs,
-                     params.sft.batch_size, random.Random(params.sft.seed), on_epoch)
+    rng, losses = random.Random(params.sft.seed), []
+    for ph in phases:  # one phase (sft.tasks, sft.epochs) unless the recipe sets pretrain.phases
+        chosen = [e for e, r in zip(examples, train) if r["task"] in ph["tasks"]]
+        print(f"pretrain: epochs {done + 1}-{done + ph['epochs']} on {len(chosen)} rows of {ph['tasks']}", flush=True)
+        losses += sft.fit(model, processor, chosen, params.sft.learning_rate, ph["epochs"], params.sft.batch_size,
+                          rng, on_epoch, ph["loss"] == "row")
+        done += ph["epochs"]
     record.update(steps=len(losses), first_loss=losses[0], last_loss=losses[-1],
                   cpu_s=round(time.process_time() - c0, 1), wall_s=round(time.time() - t0, 1))
     shutil.rmtree(out, ignore_errors=True)

@@ -57,8 +57,9 @@ def encode_example(processor, row: dict, think: bool, solution: dict | None = No
     return torch.tensor(ids), torch.tensor(labels), enc
 
 
-def sft_loss(model, processor, batch: list[tuple], video_token_id: int):
-    """Mean token cross-entropy of a right-padded batch, the video in the forward."""
+def sft_loss(model, processor, batch: list[tuple], video_token_id: int, per_row: bool = False):
+    """Mean token cross-entropy of a right-padded batch, the video in the forward. per_row: each row's own token
+    mean, then the mean over rows, so that an 84-token tracking answer weighs as much as a 9-token tg answer."""
     import torch
 
     from stages.model.video_inputs import model_video_kwargs
@@ -73,13 +74,20 @@ def sft_loss(model, processor, batch: list[tuple], video_token_id: int):
     device = next(model.parameters()).device
     input_ids, labels, mask = input_ids.to(device), labels.to(device), mask.to(device)
     video = model_video_kwargs([enc for _, _, enc in batch], input_ids, video_token_id, None)
-    return model(input_ids=input_ids, attention_mask=mask, labels=labels, **video).loss
+    if not per_row:
+        return model(input_ids=input_ids, attention_mask=mask, labels=labels, **video).loss
+    logits = model(input_ids=input_ids, attention_mask=mask, **video).logits[:, :-1].float()
+    target = labels[:, 1:]
+    tokens = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")
+    counts = (target != -100).sum(dim=1).clamp(min=1)
+    return (tokens.sum(dim=1) / counts).mean()
 
 
 def fit(model, processor, examples: list[tuple], lr: float, epochs: int, batch_size: int, rng: random.Random,
-        on_epoch: Callable[[int, list[float]], None] | None = None) -> list[float]:
+        on_epoch: Callable[[int, list[float]], None] | None = None, per_row: bool = False) -> list[float]:
     """AdamW on the answer tokens, a fresh shuffle per epoch, grad norm clipped at 1; the loss of every step.
-    on_epoch(epoch, that epoch's losses) runs after each epoch (1-based): recipes/warm_start_probe.py evaluates there."""
+    on_epoch(epoch, that epoch's losses) runs after each epoch (1-based): recipes/warm_start_probe.py evaluates there.
+    per_row: sft_loss's row-balanced mean."""
     import torch
 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -91,7 +99,7 @@ def fit(model, processor, examples: list[tuple], lr: float, epochs: int, batch_s
         first = len(losses)
         for start in range(0, len(order), batch_size):
             loss = sft_loss(model, processor, [examples[i] for i in order[start:start + batch_size]],
-                            model.config.video_token_id)
+                            model.config.video_token_id, per_row)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

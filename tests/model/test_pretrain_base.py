@@ -35,6 +35,30 @@ def test_short_pretraining_run_is_deterministic(tmp_path, monkeypatch):
     assert first["curve"][-1]["held_out"] == second["curve"][-1]["held_out"]
 
 
+def test_a_curriculum_run_is_deterministic(tmp_path, monkeypatch):
+    """pretrain.phases (the timing tasks first, then all four; recipes/pretrain-base-v2.yaml) with the row-balanced
+    loss in the first phase: same bytes twice, and the record says which rows each phase trained on."""
+    import yaml
+
+    from recipes import pretrain_base
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    recipe = yaml.safe_load((ROOT / "recipes/pretrain-base-v2.yaml").read_text())
+    recipe["pretrain"].update(eval_epochs=[1], eval_per_task=4, shuffle_rounds=5,
+                              phases=[{"tasks": ["tg", "gqa"], "epochs": 1, "loss": "row"},
+                                      {"tasks": ["tg", "gqa", "tracking", "qa"], "epochs": 1}])
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    work, args = tmp_path / "work", ["--recipe", str(tmp_path / "r.yaml")] + sum((["-S", s] for s in SHORT), [])
+    first = pretrain_base.main(args + ["--workdir", str(work), "--out", str(tmp_path / "a")])
+    second = pretrain_base.main(args + ["--workdir", str(work), "--out", str(tmp_path / "b"), "--reuse-data"])
+    assert (tmp_path / "a/model.safetensors").read_bytes() == (tmp_path / "b/model.safetensors").read_bytes()
+    assert [ph["loss"] for ph in first["phases"]] == ["row", "token"]
+    assert [line["epoch"] for line in first["curve"]] == [1, 2]  # epoch 1 asked for, the last always
+    assert set(first["curve"][-1]["follows"]) <= {"tg", "gqa", "tracking", "qa"}
+    assert [c["held_out"] for c in first["curve"]] == [c["held_out"] for c in second["curve"]]
+
+
 def test_shipped_base_is_the_recipes_output():
     from recipes.pretrain_base import sha256
 
@@ -45,3 +69,18 @@ def test_shipped_base_is_the_recipes_output():
     assert final["epoch"] == record["params"]["sft"]["epochs"]
     # it answers every task in the prompt's layout (held-out pretraining videos)
     assert all(m["parse_rate"] >= 0.9 for m in final["held_out"].values()), final["held_out"]
+
+
+def test_curriculum_base_is_its_recipes_output_and_reads_the_timing():
+    """pretrained/tiny-qwen2_5_vl-v2 (recipes/pretrain-base-v2.yaml): its weights are the recipe's, and its held-out
+    tg and gqa evidence answers follow their videos (above the shuffled line), which the first base's do not."""
+    from recipes.pretrain_base import sha256
+
+    v2 = ROOT / "pretrained/tiny-qwen2_5_vl-v2"
+    record = json.loads((v2 / "pretrain.json").read_text())
+    assert record["weights_sha256"] == sha256(v2 / "model.safetensors")
+    assert record["recipe"] == "recipes/pretrain-base-v2.yaml" and not record["overrides"]
+    final = record["curve"][-1]
+    assert final["epoch"] == sum(ph["epochs"] for ph in record["phases"]) == record["params"]["sft"]["epochs"]
+    assert all(m["parse_rate"] >= 0.9 for m in final["held_out"].values()), final["held_out"]
+    assert final["follows"]["tg"] and final["follows"]["gqa"], final["shuffled"]

@@ -49,3 +49,28 @@ def test_fit_reports_each_epoch(tiny_model_dir, frame_files):
                  lambda epoch, epoch_losses: seen.append((epoch, epoch_losses)))
     assert [e for e, _ in seen] == [1, 2] and [len(x) for _, x in seen] == [2, 2]  # 3 examples, batch 2
     assert losses == seen[0][1] + seen[1][1]
+
+
+def test_row_balanced_loss_is_the_mean_of_each_rows_own_loss(tiny_model_dir, frame_files):
+    """per_row: an answer of many tokens weighs as much as a short one. Checked against each row's loss computed
+    alone (a batch of one, where the token mean is that row's mean) - not with the code under test's formula."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from stages.sft import encode_example, sft_loss
+
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    short = {"id": "a", "task": "tg", "prompt": "When?", "frames": frame_files[0], "fps": 2.0,
+             "problem": {"sentence": "x", "duration": 4.0}, "solution": {"timestamps": [1.0, 2.0]}}
+    long = {**short, "id": "b", "frames": frame_files[1], "solution": {"timestamps": [0.25, 3.75]}}
+    batch = [encode_example(processor, short, False), encode_example(processor, long, True)]  # think: more tokens
+    vid = model.config.video_token_id
+    with torch.no_grad():
+        alone = [sft_loss(model, processor, [b], vid).item() for b in batch]
+        token_mean = sft_loss(model, processor, batch, vid).item()
+        row_mean = sft_loss(model, processor, batch, vid, per_row=True).item()
+    counts = [int((torch.as_tensor(lab) != -100).sum()) for _, lab, _ in batch]
+    assert abs(row_mean - sum(alone) / 2) < 1e-4
+    assert abs(token_mean - sum(a * c for a, c in zip(alone, counts)) / sum(counts)) < 1e-4
+    assert counts[0] < counts[1] and abs(row_mean - token_mean) > 1e-6

@@ -28,3 +28,14 @@ def test_results_accumulate_across_calls(tmp_path):
     assert previous_runs(path) == []
     path.write_text('{"base": {}, "runs": [{"variant": "a", "seed": 0}, {"variant": "b", "seed": 1}]}')
     assert [r["variant"] for r in previous_runs(path)] == ["a", "b"]
+
+
+def test_summary_line_shows_intervals_and_whether_answers_follow():
+    from demo_seeds import summary_line
+
+    row = {"variant": "v", "seed": 2, "train_wall_s": 195.4, "selected_step": 160,
+           "tg.mIoU": {"delta": 0.0532, "lo": 0.0331, "hi": 0.0743},
+           "follows": {"tg": {"own": 0.68, "lo": 0.24, "hi": 0.33, "follows": True},
+                       "qa": {"own": 0.5, "lo": 0.5, "hi": 0.5, "follows": False}}}
+    assert summary_line(row) == ("v seed 2 (195 s, step 160): tg.mIoU +0.053 [+0.033, +0.074]; "
+                                 "follows the sample: tg yes, qa NO")

@@ -65,3 +65,28 @@ def test_bad_recipe_settings_are_refused(tmp_path):
     bad.write_text("pretrain:\n  repeat: {tg: 0}\n")
     with pytest.raises(ValueError, match="repeat"):
         pb.settings(bad)
+
+
+def test_phases_default_to_one_phase_and_are_checked():
+    cfg = {"loss": "token", "phases": []}
+    assert pb.training_phases(cfg, ["tg", "qa"], 20) == [{"tasks": ["tg", "qa"], "epochs": 20, "loss": "token"}]
+    cfg = {"loss": "row", "phases": [{"tasks": ["tg"], "epochs": 3}, {"tasks": ["tg", "qa"], "epochs": 2,
+                                                                       "loss": "token"}]}
+    assert pb.training_phases(cfg, ["tg", "qa"], 5) == [{"tasks": ["tg"], "epochs": 3, "loss": "row"},
+                                                         {"tasks": ["tg", "qa"], "epochs": 2, "loss": "token"}]
+    for bad in ({"tasks": ["tracking"], "epochs": 2}, {"tasks": ["tg"], "epochs": 0}, {"tasks": [], "epochs": 1},
+                {"tasks": ["tg"], "epochs": 1, "loss": "mean"}, {"tasks": ["tg"], "epochs": 1, "lr": 1}):
+        with pytest.raises(ValueError, match="phases"):
+            pb.training_phases({"loss": "token", "phases": [bad]}, ["tg", "qa"], bad["epochs"])
+    with pytest.raises(ValueError, match="add up"):
+        pb.training_phases({"loss": "token", "phases": [{"tasks": ["tg"], "epochs": 3}]}, ["tg", "qa"], 20)
+
+
+def test_follows_and_distinct_answers():
+    # a constant answer scores exactly its shuffles: it does not follow; one above the range does
+    metrics = {"tg": {"mIoU": 0.30}, "qa": {"accuracy": 0.1234567}}
+    shuffled = {"tg": {"mIoU": {"mean": 0.2, "lo": 0.15, "hi": 0.25}},
+                "qa": {"accuracy": {"mean": 0.123457, "lo": 0.123457, "hi": 0.123457}}}
+    assert pb.follows(metrics, shuffled) == {"tg": True, "qa": False}
+    rows = [{"task": "tg"}] * 3 + [{"task": "qa"}] * 2
+    assert pb.distinct_answers(rows, ["a", "a ", "b", "A", "A"]) == {"qa": 1, "tg": 2}
