@@ -129,7 +129,7 @@ def main() -> None:
                                                level=p.evaluate.interval_level,
                                                resamples=p.evaluate.bootstrap_resamples,
                                                seed=p.evaluate.bootstrap_seed)[metric]
-                row[f"{task}.{metric}"] = {k: round(iv[k], 4) for k in ("delta", "lo", "hi")}
+                row[f"{task}.{metric}"] = {k: round(iv[k], 6) for k in ("delta", "lo", "hi")}
             row["follows"] = follows
             results.append(row)
             print(summary_line(row), flush=True)
