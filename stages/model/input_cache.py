@@ -10,7 +10,9 @@ The key hashes everything the output depends on:
     new clip is a new file; hashing the bytes on every read would cost what the cache saves);
   - fps, the row's frame_times and the chat messages;
   - the processor's configuration: its class, the video processor's settings, the chat template, the tokenizer
-    (class, name, size) and the transformers version;
+    (class and a hash of its content: vocabulary, merges, added tokens) and the transformers version. Not its
+    name and size: two tokenizers at one path with one size (a retrained tiny base) tokenise differently, and
+    keyed on the name a stale entry fed one model another's token ids;
   - FORMAT, bumped when what is stored changes.
 Entries are float32 like the processor's output (about 8x the uint8 frames), so the cache lives outside DVC's
 outs, next to the frame cache (.cache/videorft/inputs by default).
@@ -34,8 +36,19 @@ def processor_config(processor) -> dict:
 
     tok = processor.tokenizer
     return {"class": type(processor).__name__, "video": processor.video_processor.to_dict(),
-            "chat_template": processor.chat_template, "tokenizer": [type(tok).__name__, tok.name_or_path, len(tok)],
+            "chat_template": processor.chat_template, "tokenizer": [type(tok).__name__, tokenizer_hash(tok)],
             "transformers": transformers.__version__}
+
+
+def tokenizer_hash(tok) -> str:
+    """sha256 of what decides the token ids: a fast tokenizer's whole serialised state (vocabulary, merges,
+    normaliser, added tokens), else the vocabulary with its added tokens."""
+    import hashlib
+
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None:
+        return hashlib.sha256(backend.to_str().encode()).hexdigest()
+    return sha256_json(sorted(tok.get_vocab().items()))
 
 
 def input_cache(cache_dir: str | None) -> "InputCache | None":

@@ -54,6 +54,31 @@ def test_what_changes_the_inputs_changes_the_key(setup):
     assert cache.misses == 6
 
 
+def test_a_tokenizer_with_the_same_name_and_size_but_other_ids_changes_the_key(setup, tmp_path):
+    """A retrained tiny base keeps the path and the vocabulary size; keyed on those, the cache once served one
+    model's entries (another tokenizer's ids) to the next (the demo's candidate answered 'C' to every task)."""
+    import json
+
+    from transformers import AutoProcessor
+
+    processor, cache, row, model_dir = setup
+    cache.encode_sample(processor, row)
+    other_dir = tmp_path / "same-name"
+    shutil.copytree(model_dir, other_dir)
+    tok = json.loads((other_dir / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    a, b = sorted(vocab, key=vocab.get)[300:302]  # two ordinary tokens swap ids: same size, other ids
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (other_dir / "tokenizer.json").write_text(json.dumps(tok))
+    other = AutoProcessor.from_pretrained(other_dir)
+    other.tokenizer.name_or_path = processor.tokenizer.name_or_path
+    assert len(other.tokenizer) == len(processor.tokenizer)
+    cache.encode_sample(other, row)
+    assert (cache.hits, cache.misses) == (0, 2)
+    assert same(cache.encode_sample(AutoProcessor.from_pretrained(model_dir), row), cache.encode_sample(processor, row))
+    assert cache.hits == 2
+
+
 def test_a_torn_entry_is_recomputed(setup):
     from stages.model.video_inputs import encode_sample, video_message
 
