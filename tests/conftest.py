@@ -12,6 +12,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(autouse=True)
+def _cwd_stays_in_its_test():
+    """The recipes' main() chdir into their workdir (a test's tmp_path); pytest removes a passed test's tmp_path
+    (tmp_path_retention_policy = "failed"), so a cwd left there would be a deleted folder for every later test."""
+    before = os.getcwd()
+    yield
+    os.chdir(before)
+
+
+@pytest.fixture(autouse=True)
 def _mlflow_globals_stay_in_their_test():
     """mlflow.set_tracking_uri / set_experiment also write MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_ID into
     os.environ (for subprocesses); a test that calls them in-process would send a later test's runs to its store."""
