@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ COLUMNS = list(task_registry.headline().items()) + [("tracking", "parse_rate")]
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
     name, _, rest = text.partition("=")
-    items = [s for s in rest.split(",") if s]
+    items = [s for s in re.split(r",(?=\s*train\.)", rest) if s]  # a comma inside a value (a YAML list) stays
     if not name or any("=" not in s for s in items):
         raise SystemExit(f"--variant wants NAME=key=value[,key=value...], got {text!r}")
     if any(not s.startswith("train.") for s in items):  # the data and the base are built once for all variants

@@ -96,31 +96,51 @@ def screen(pairs: list[tuple[Source, Item]]) -> list[Result]:
 
 
 def fetch_all(pairs: list[tuple[Source, Item]], store: Store, p: IngestParams) -> tuple[dict[str, str | Exception], dict]:
-    """uri -> sha256 (or the ItemError) for every file of every item, in threads: a file the cache holds at the same
-    size and version is only verified (re-hashed when verify_cached), any other is fetched into the cache."""
-    files = [(src, f) for src, item in pairs for f in item.files + item.sidecars]
+    """uri -> sha256 (or the ItemError) for every file of every item, items in threads: a file the cache holds at
+    the same size and version is only verified (re-hashed when verify_cached), any other is fetched into the cache
+    (a local source's file is hashed in place and hardlinked: `fetch_into`). Each item's record is written once,
+    after its files (a run killed inside a frame folder fetches that folder's files again)."""
 
-    def one(src: Source, f: RemoteFile) -> tuple[str, bool]:
-        sha = store.cached(f.uri, f.size, f.version, p.verify_cached)
-        if sha is not None:
-            return sha, False
-        return store.put(f.uri, lambda tmp: src.fetch(f, tmp)), True
+    def one(src: Source, item: Item) -> dict[str, tuple[str, bool] | ItemError]:
+        known = store.fetched(item.source)
+        out: dict[str, tuple[str, bool] | ItemError] = {}
+        keep: dict[str, dict] = {}
+        for f in item.files + item.sidecars:
+            sha = store.intact(known.get(f.uri), f.size, f.version, p.verify_cached)
+            if sha is not None:
+                out[f.uri], keep[f.uri] = (sha, False), known[f.uri]
+                continue
+            try:
+                if hasattr(src, "fetch_into"):
+                    sha, size, version = src.fetch_into(f, store)
+                else:
+                    sha, size, version = store.put(lambda tmp, f=f: src.fetch(f, tmp))
+            except ItemError as e:
+                out[f.uri] = e
+                continue
+            out[f.uri], keep[f.uri] = (sha, True), {"size": size, "version": version, "sha256": sha}
+        if keep != known:
+            store.record(item.source, keep)
+        return out
 
     done: dict[str, str | Exception] = {}
     stats = {"files_cached": 0, "files_fetched": 0, "bytes_fetched": 0}
-    bar = tqdm(total=sum(f.size for _, f in files), unit="B", unit_scale=True, desc="ingest: files",
+    files = [f for _, item in pairs for f in item.files + item.sidecars]
+    bar = tqdm(total=sum(f.size for f in files), unit="B", unit_scale=True, desc="ingest: files",
                disable=not p.progress or not files)
     with bar, cf.ThreadPoolExecutor(max(1, p.workers)) as pool:
-        futures = {pool.submit(one, src, f): f for src, f in files}
+        futures = {pool.submit(one, src, item): item for src, item in pairs}
         for fut in cf.as_completed(futures):
-            f = futures[fut]
-            try:
-                done[f.uri], fetched = fut.result()
+            item = futures[fut]
+            sizes = {f.uri: f.size for f in item.files + item.sidecars}
+            for uri, got in fut.result().items():
+                if isinstance(got, ItemError):
+                    done[uri] = got
+                    continue
+                done[uri], fetched = got
                 stats["files_fetched" if fetched else "files_cached"] += 1
-                stats["bytes_fetched"] += f.size if fetched else 0
-            except ItemError as e:
-                done[f.uri] = e
-            bar.update(f.size)
+                stats["bytes_fetched"] += sizes[uri] if fetched else 0
+            bar.update(sum(sizes.values()))
     return done, stats
 
 

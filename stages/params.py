@@ -345,6 +345,12 @@ class TrainParams(Section):
         "carry that box's own IoU deviation within the group instead of the 8 boxes' average; every other token "
         "keeps GRPO's advantage, and the reward is unchanged. The fraction of rows credited is logged as "
         "credit/rows_frac. Needs whole groups per device. Paper: off.")
+    task_groups: list[list[str]] = Field(
+        default_factory=list, description="Which tasks may share a generation batch (stages/rl/task_batches.py): [] "
+        "= any (TRL's shuffled order; paper); else groups of train.tasks, each task in one group, and every batch's "
+        "prompts come from one group, e.g. [[tracking], [tg, gqa, qa]] keeps the long tracking answers apart (a "
+        "batch decodes until its longest answer ends) and [[tg], [gqa], [tracking], [qa]] makes every batch one "
+        "task's. Same seeded order, regrouped; tasks keep their mixing weights over the run.")
     t_grpo: TGrpoParams = Field(default_factory=TGrpoParams, description="Temporal-contrast bonus (Video-R1).")
     weight_ema: float = Field(
         0.0, ge=0.0, lt=1.0, description="Save an exponential moving average of the trained weights instead of the "
@@ -523,6 +529,11 @@ def cross_section_problems(p: "Params") -> list[str]:
     elif t.per_device_train_batch_size % t.num_generations:
         out.append(f"train.per_device_train_batch_size={t.per_device_train_batch_size} is not a multiple of "
                    f"train.num_generations={t.num_generations} (whole groups per device)")
+    if t.task_groups:
+        listed = [task for group in t.task_groups for task in group]
+        if any(listed.count(task) != 1 for task in t.tasks) or any(not g for g in t.task_groups):
+            out.append(f"train.task_groups={t.task_groups} must put each of train.tasks={t.tasks} in exactly one "
+                       f"non-empty group (a group's tasks that are not trained are ignored)")
     if t.weight_ema and t.deepspeed:
         out.append(f"train.weight_ema={t.weight_ema} needs whole weights on each process (train.deepspeed="
                    f"{t.deepspeed!r} partitions them)")

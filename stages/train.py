@@ -270,6 +270,7 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
             drop_zero_std_groups=p.drop_zero_std_groups,
             guide_lost_groups=p.guide_lost_groups,
             box_credit=p.box_credit,
+            task_groups=p.task_groups,
             t_grpo=p.t_grpo,
             think=think,
             input_cache=cache,

@@ -76,8 +76,9 @@ def select_rows(batch: dict, keep: torch.Tensor) -> dict:
 class VideoGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, reward_funcs, drop_zero_std_groups: bool = False, t_grpo=None, think: bool = True,
                  input_cache=None, rollout_engine: str = "shared_prefill", guide_lost_groups: bool = False,
-                 box_credit: bool = False, **kwargs):
+                 box_credit: bool = False, task_groups: list[list[str]] | None = None, **kwargs):
         self._drop_zero_std = drop_zero_std_groups
+        self._task_groups = task_groups or []
         self._box_credit = box_credit
         self._rewards_per_func: torch.Tensor | None = None  # the last rollout's gathered rewards (box credit)
         self._guide = guide_lost_groups
@@ -109,6 +110,19 @@ class VideoGRPOTrainer(GRPOTrainer):
         self._generation_rows: list[dict] | None = None  # the encodings of the next generate call's rows
         self._shuffled_acc: torch.Tensor | None = None
         self.t_grpo_last: dict | None = None  # the last shuffled rollout (inspection, tests)
+
+    def _get_train_sampler(self, dataset=None):
+        if not self._task_groups:
+            return super()._get_train_sampler(dataset)
+        from stages.rl.task_batches import GroupedSampler, group_labels  # train.task_groups
+
+        dataset = self.train_dataset if dataset is None else dataset
+        return GroupedSampler(
+            labels=group_labels(list(dataset["task"]), self._task_groups), data_source=dataset, mini_repeat_count=self.num_generations,
+            batch_size=self.args.generation_batch_size // self.num_generations,
+            repeat_count=self.num_iterations * self.args.steps_per_generation,
+            shuffle=self.shuffle_dataset, seed=self.args.seed,
+        )
 
     # -- rollout: tokenize with video, remember the rows -------------------------------------------------
     def _generate_and_score_completions(self, inputs):

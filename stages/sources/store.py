@@ -7,7 +7,8 @@ costs neither time nor disk. Deleting the cache is always safe: it only costs re
 
 Layout under the root:
     blobs/<sha[:2]>/<sha256>         file contents, named by their sha256 (written to a temp name, then renamed)
-    fetched/<h[:2]>/<h>.json         what a source URI held when fetched: {uri, size, version, sha256}; h = sha256(uri)
+    fetched/<h[:2]>/<h>.json         what an item's files held when fetched: {source, files: {uri: {size, version,
+                                     sha256}}}; h = sha256(the item's source URI: a video, a frame folder)
     <namespace>/<k[:2]>/<k>.json     memoised results (probe verdicts, ...) keyed by content hashes
 
 Every write is a temp file plus rename, and an index entry is written only after its blob is in place, so a run
@@ -58,16 +59,20 @@ class Store:
     def blob(self, sha: str) -> Path:
         return _key_path(self.root / "blobs", sha, "")
 
-    def _entry(self, uri: str) -> Path:
-        return _key_path(self.root / "fetched", hashlib.sha256(uri.encode()).hexdigest(), ".json")
+    def _entry(self, source: str) -> Path:
+        return _key_path(self.root / "fetched", hashlib.sha256(source.encode()).hexdigest(), ".json")
 
-    def cached(self, uri: str, size: int, version: str, verify: bool) -> str | None:
-        """sha256 of the cached copy of uri if it was fetched at this size and version and is still intact."""
+    def fetched(self, source: str) -> dict[str, dict]:
+        """What the cache recorded of one item (a video, a frame folder): file uri -> {size, version, sha256}."""
         try:
-            entry = read_json(self._entry(uri))
+            entry = read_json(self._entry(source))
         except (OSError, ValueError):
-            return None
-        if (entry.get("uri"), entry.get("size"), entry.get("version")) != (uri, size, version):
+            return {}
+        return entry.get("files", {}) if entry.get("source") == source else {}
+
+    def intact(self, entry: dict | None, size: int, version: str, verify: bool) -> str | None:
+        """sha256 of a recorded file if it was fetched at this size and version and its blob is still intact."""
+        if not entry or (entry.get("size"), entry.get("version")) != (size, version):
             return None
         blob = self.blob(entry["sha256"])
         try:
@@ -80,9 +85,15 @@ class Store:
             return None
         return entry["sha256"]
 
-    def put(self, uri: str, fetch: Callable[[Path], tuple[int, str]]) -> str:
-        """fetch(tmp) writes uri's bytes to tmp and returns (size, version) of what it wrote; the bytes become a
-        blob and the index remembers uri -> sha256. Returns the sha256."""
+    def record(self, source: str, files: dict[str, dict]) -> None:
+        """Remember what an item's files held when fetched (uri -> {size, version, sha256}); one index file per
+        item, written after its blobs are in place (a frame folder's thousands of frames are one write, not one
+        each)."""
+        write_json(self._entry(source), {"source": source, "files": files})
+
+    def put(self, fetch: Callable[[Path], tuple[int, str]]) -> tuple[str, int, str]:
+        """fetch(tmp) writes a file's bytes to tmp and returns (size, version) of what it wrote; the bytes become a
+        blob. Returns (sha256, size, version)."""
         incoming = self.root / "blobs"
         incoming.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=INCOMING, suffix=".tmp", dir=incoming)
@@ -96,8 +107,32 @@ class Store:
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
-        write_json(self._entry(uri), {"uri": uri, "size": size, "version": version, "sha256": sha})
-        return sha
+        return sha, size, version
+
+    def adopt(self, src: str | os.PathLike, sha: str, link: bool) -> bool:
+        """Make the local file src (whose bytes hash to sha) the blob sha, without a temp copy: a hardlink when
+        `link` and the filesystem allow, else a copy (temp file, then rename). False when the blob was already
+        there (nothing written)."""
+        dest = self.blob(sha)
+        if dest.exists():
+            return False
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if link:
+            try:
+                os.link(src, dest)
+                return True
+            except FileExistsError:
+                return False
+            except OSError:
+                pass  # another filesystem, or no hardlinks
+        fd, name = tempfile.mkstemp(prefix=INCOMING, suffix=".tmp", dir=dest.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(src, name)
+            os.replace(name, dest)
+        finally:
+            Path(name).unlink(missing_ok=True)
+        return True
 
     # ------------------------------------------------------------ memoised results
 

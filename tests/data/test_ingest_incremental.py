@@ -82,3 +82,41 @@ def test_corrupted_cache_is_caught_by_rehashing(syn, tmp_path, verify):
     else:  # trusting size + mtime is faster and does not notice
         assert counts["files_fetched"] == 0
         assert sha256_file(tmp_path / "raw" / "videos" / "syn00001.mp4") != row["sha256"]
+
+
+def test_a_local_file_changed_while_hashed_costs_its_item_and_leaves_no_blob(syn, tmp_path, monkeypatch):
+    """LocalSource.fetch_into hashes a file where it lies, then links it: a write in between would give the blob
+    bytes its name does not say. The item is quarantined with the reason, the blob removed, the rest ingested."""
+    import stages.sources.local as local
+
+    victim = syn / "videos" / "syn00002.mp4"
+    real = local.sha256_file
+
+    def hash_then_touch(path):
+        sha = real(path)
+        if str(path) == str(victim):
+            with open(victim, "ab") as f:
+                f.write(b"\0")  # appended while it was being ingested
+        return sha
+
+    monkeypatch.setattr(local, "sha256_file", hash_then_touch)
+    first = ingest(params(syn, tmp_path))
+    assert (first["ingested"], first["quarantined"]) == (3, 1)
+    bad = read_jsonl(tmp_path / "raw" / "quarantine.jsonl")
+    assert [b["id"] for b in bad] == ["syn00002"] and "changed while it was being read" in bad[0]["reason"]
+    store = Store(tmp_path / "cache")
+    for blob in (tmp_path / "cache" / "blobs").glob("*/*"):
+        assert sha256_file(blob) == blob.name  # every blob holds the bytes its name says
+    monkeypatch.setattr(local, "sha256_file", real)
+    again = ingest(params(syn, tmp_path))  # the next run takes the file as it is now
+    assert (again["ingested"], again["quarantined"], again["files_fetched"]) == (4, 0, 1)
+    row = next(r for r in read_jsonl(tmp_path / "raw" / "manifest.jsonl") if r["id"] == "syn00002")
+    assert row["sha256"] == sha256_file(victim) and store.blob(row["sha256"]).exists()
+
+
+def test_one_index_record_per_item(syn, tmp_path):
+    """A frame folder's files are recorded together: one index file per item, not per file."""
+    ingest(params(syn, tmp_path))
+    records = [json.loads(r.read_text()) for r in (tmp_path / "cache" / "fetched").glob("*/*.json")]
+    assert len(records) == 4  # three videos and one frame folder
+    assert sorted(len(r["files"]) for r in records) == [1, 1, 1, 10]  # 8 frames and 2 sidecars in one record

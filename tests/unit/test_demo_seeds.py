@@ -13,6 +13,8 @@ from demo_seeds import parse_variant  # noqa: E402
 def test_variant_is_a_name_and_train_settings():
     assert parse_variant("grpo=") == ("grpo", [])
     assert parse_variant("b=train.beta=0.2,train.loss_type=dapo") == ("b", ["train.beta=0.2", "train.loss_type=dapo"])
+    assert parse_variant("g=train.task_groups=[[tracking], [tg, qa]],train.seed=1") == (
+        "g", ["train.task_groups=[[tracking], [tg, qa]]", "train.seed=1"])  # commas inside a YAML value stay
 
 
 @pytest.mark.parametrize("bad", ["=train.beta=0.2", "x=train.beta", "x=build_samples.weights={tg: 2}"])
