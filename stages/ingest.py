@@ -96,51 +96,47 @@ def screen(pairs: list[tuple[Source, Item]]) -> list[Result]:
 
 
 def fetch_all(pairs: list[tuple[Source, Item]], store: Store, p: IngestParams) -> tuple[dict[str, str | Exception], dict]:
-    """uri -> sha256 (or the ItemError) for every file of every item, items in threads: a file the cache holds at
+    """uri -> sha256 (or the ItemError) for every file of every item, files in threads: a file the cache holds at
     the same size and version is only verified (re-hashed when verify_cached), any other is fetched into the cache
     (a local source's file is hashed in place and hardlinked: `fetch_into`). Each item's record is written once,
-    after its files (a run killed inside a frame folder fetches that folder's files again)."""
+    when its last file is done (a run killed inside a frame folder fetches that folder's files again)."""
 
-    def one(src: Source, item: Item) -> dict[str, tuple[str, bool] | ItemError]:
-        known = store.fetched(item.source)
-        out: dict[str, tuple[str, bool] | ItemError] = {}
-        keep: dict[str, dict] = {}
-        for f in item.files + item.sidecars:
-            sha = store.intact(known.get(f.uri), f.size, f.version, p.verify_cached)
-            if sha is not None:
-                out[f.uri], keep[f.uri] = (sha, False), known[f.uri]
-                continue
-            try:
-                if hasattr(src, "fetch_into"):
-                    sha, size, version = src.fetch_into(f, store)
-                else:
-                    sha, size, version = store.put(lambda tmp, f=f: src.fetch(f, tmp))
-            except ItemError as e:
-                out[f.uri] = e
-                continue
-            out[f.uri], keep[f.uri] = (sha, True), {"size": size, "version": version, "sha256": sha}
-        if keep != known:
-            store.record(item.source, keep)
-        return out
+    def one(src: Source, f: RemoteFile, entry: dict | None) -> tuple[str, dict, bool]:
+        sha = store.intact(entry, f.size, f.version, p.verify_cached)
+        if sha is not None:
+            return sha, entry, False
+        if hasattr(src, "fetch_into"):
+            sha, size, version = src.fetch_into(f, store)
+        else:
+            sha, size, version = store.put(lambda tmp: src.fetch(f, tmp))
+        return sha, {"size": size, "version": version, "sha256": sha}, True
 
     done: dict[str, str | Exception] = {}
     stats = {"files_cached": 0, "files_fetched": 0, "bytes_fetched": 0}
-    files = [f for _, item in pairs for f in item.files + item.sidecars]
-    bar = tqdm(total=sum(f.size for f in files), unit="B", unit_scale=True, desc="ingest: files",
-               disable=not p.progress or not files)
+    known: dict[str, dict] = {}  # item source -> its record as found
+    keep: dict[str, dict] = {}  # item source -> its record as it will be written
+    left: dict[str, int] = {}  # item source -> files not done yet
+    total = sum(f.size for _, item in pairs for f in item.files + item.sidecars)
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="ingest: files", disable=not p.progress or not total)
     with bar, cf.ThreadPoolExecutor(max(1, p.workers)) as pool:
-        futures = {pool.submit(one, src, item): item for src, item in pairs}
+        futures = {}
+        for src, item in pairs:
+            files = item.files + item.sidecars
+            known[item.source], keep[item.source], left[item.source] = store.fetched(item.source), {}, len(files)
+            for f in files:
+                futures[pool.submit(one, src, f, known[item.source].get(f.uri))] = (item.source, f)
         for fut in cf.as_completed(futures):
-            item = futures[fut]
-            sizes = {f.uri: f.size for f in item.files + item.sidecars}
-            for uri, got in fut.result().items():
-                if isinstance(got, ItemError):
-                    done[uri] = got
-                    continue
-                done[uri], fetched = got
+            source, f = futures[fut]
+            try:
+                done[f.uri], keep[source][f.uri], fetched = fut.result()
                 stats["files_fetched" if fetched else "files_cached"] += 1
-                stats["bytes_fetched"] += sizes[uri] if fetched else 0
-            bar.update(sum(sizes.values()))
+                stats["bytes_fetched"] += f.size if fetched else 0
+            except ItemError as e:
+                done[f.uri] = e
+            left[source] -= 1
+            if not left[source] and keep[source] != known[source]:
+                store.record(source, keep[source])
+            bar.update(f.size)
     return done, stats
 
 
