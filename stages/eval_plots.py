@@ -21,6 +21,7 @@ BINS = [i / 10 for i in range(11)]
 REWARD_CURVES = "reward_curves.json"
 CANDIDATE_VS_BASE = "candidate_vs_base.json"
 VALIDATION_CURVES = "validation_curves.json"
+REWARD_PROBE = "training_reward_probe.json"
 ALL = "all"  # the reward curve over every task's completions (TRL's `reward`)
 DIGITS = 6
 
@@ -199,14 +200,29 @@ def comparison_rows(candidate: dict, baseline: dict, intervals: dict | None = No
     return rows
 
 
+def probe_rows(probe: dict | None) -> list[dict]:
+    """evaluate.reward_probe as DVC plot data: per task a row per model (base | candidate) with `label`, `value`
+    (mean training reward on the probed prompts) and, on the candidate's row, `lo`/`hi` of candidate - base and
+    the verdict. Off: no rows."""
+    rows = []
+    for task, t in (probe or {}).items():
+        rows.append({"task": task, "model": "base", "label": f"{task}, base", "value": _round(t["baseline"]["reward"])})
+        rows.append({"task": task, "model": "candidate", "label": f"{task}, candidate",
+                     "value": _round(t["candidate"]["reward"]), "delta": _round(t["delta"]), "lo": _round(t["lo"]),
+                     "hi": _round(t["hi"]), "verdict": t["verdict"]})
+    return rows
+
+
 def write_data(out_dir: str | os.PathLike, cand_metrics: dict, base_metrics: dict, history: dict,
-               intervals: dict | None, tasks: list[str], validation: dict | None = None) -> list[Path]:
-    """The DVC plot data files (reward_rows, comparison_rows, validation_rows) in out_dir."""
+               intervals: dict | None, tasks: list[str], validation: dict | None = None,
+               probe: dict | None = None) -> list[Path]:
+    """The DVC plot data files (reward_rows, comparison_rows, validation_rows, probe_rows) in out_dir."""
     out = Path(out_dir)
-    paths = [out / REWARD_CURVES, out / CANDIDATE_VS_BASE, out / VALIDATION_CURVES]
+    paths = [out / REWARD_CURVES, out / CANDIDATE_VS_BASE, out / VALIDATION_CURVES, out / REWARD_PROBE]
     write_json(paths[0], reward_rows(history, tasks))
     write_json(paths[1], comparison_rows(cand_metrics, base_metrics, intervals))
     write_json(paths[2], validation_rows(validation, tasks))
+    write_json(paths[3], probe_rows(probe))
     return paths
 
 

@@ -156,6 +156,10 @@ def report(result: dict) -> list[str]:
         rose = "rose" if t["lo"] > 0 else ("FELL" if t["hi"] < 0 else "no significant change")
         lines.append(f"training reward {task} (sampled answers, steps' first half -> second half): "
                      f"{t['first_half']:.3f} -> {t['second_half']:.3f}, {_diff(t)}: {rose}")
+    for task, t in (result.get("reward_probe") or {}).items():
+        lines.append(f"training reward {task} (the same {t['prompts']} training prompts sampled {t['generations']}x "
+                     f"as GRPO samples, base -> candidate): {t['baseline']['reward']:.3f} -> "
+                     f"{t['candidate']['reward']:.3f}, {_diff(t)}: {t['verdict']}")
     at = f"{level:.0%} interval" if level else "no intervals"
     lines.append(f"Learned beyond noise ({at}): {', '.join(learned)}" if learned else
                  f"Nothing was learned: no task's headline metric improved beyond noise ({at})")
@@ -210,12 +214,24 @@ def baseline_outputs(name_or_path: str, rows: list[dict], p: EvaluateParams,
     return outputs, {"cached": False, "cache": str(cache.path(key))}
 
 
+def training_reward_probe(candidate: str, baseline: str, train_rows: list[dict], p: EvaluateParams, sampling) -> dict:
+    """stages/reward_probe.probe on the models' paths: per task, candidate - base training reward on the same
+    training prompts, sampled as GRPO samples them."""
+    from stages.model.input_cache import input_cache
+    from stages.model.load import load_model
+    from stages.reward_probe import probe
+
+    return probe(load_model(candidate), load_model(baseline), train_rows, p.reward_probe, sampling,
+                 p.interval_level, p.bootstrap_resamples, p.bootstrap_seed, input_cache(p.input_cache_dir))
+
+
 def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlflow_p: MlflowParams,
         train_summary: str | None = None, think: bool = True, train_samples: str | None = None,
-        params=None, lock_path: str = "dvc.lock") -> dict:
+        params=None, lock_path: str = "dvc.lock", sampling=None) -> dict:
     """Evaluate candidate and base on the samples; with the training run known (train_summary), log the results
     into the training run and into an evaluation run of their own (`evaluation_run`); `params` (the whole
-    parameter set) adds the upstream sections' params there."""
+    parameter set) adds the upstream sections' params there. With `sampling` (GRPO's, stages/reward_probe.py)
+    and `evaluate.reward_probe`, both models also sample training prompts: did the training reward rise?"""
     rows = select(read_jsonl(samples_path), p.max_samples_per_task)
     if not rows:
         raise ValueError(f"{samples_path}: no evaluation samples")
@@ -247,6 +263,8 @@ def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlf
         "samples_per_task": dict(sorted(Counter(r["task"] for r in rows).items())),
         "inputs_sha256": inputs_fp,
     }
+    if p.reward_probe and train_samples and Path(train_samples).exists() and sampling is not None:
+        result["reward_probe"] = training_reward_probe(candidate, baseline, read_jsonl(train_samples), p, sampling)
     history = eval_plots.reward_history(client, run_id) if client else {}
     result["training_reward"] = eval_plots.reward_trend(eval_plots.reward_rows(history, list(task_registry.TASKS)),
                                                         list(task_registry.TASKS), p.interval_level)
@@ -258,7 +276,7 @@ def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlf
 
     plots = eval_plots.write_all(out / "plots", cand_records, base_records, cand_metrics, base_metrics, history, ivs)
     plots += eval_plots.write_data(out / "plots", cand_metrics, base_metrics, history, ivs, list(task_registry.TASKS),
-                                   trained.get("validation"))
+                                   trained.get("validation"), result.get("reward_probe"))
     if client:
         files = [out / "eval.json", out / EVAL_SAMPLES, out / "predictions.jsonl"]
         _log(client, run_id, result, files, plots)
@@ -288,6 +306,9 @@ def _log(client, run_id: str, result: dict, files: list[Path], plots: list[Path]
     if result.get("blind"):
         tables.append(("blind", result["blind"]["metrics"]))
     flat = {f"eval/{who}/{t}/{k}": v for who, m in tables for t, mt in m.items() for k, v in mt.items()}
+    for t, pr in (result.get("reward_probe") or {}).items():  # did the training reward rise (same prompts)?
+        flat |= {f"eval/reward_probe/{t}/{k}": v for k, v in (("baseline", pr["baseline"]["reward"]),
+                 ("candidate", pr["candidate"]["reward"]), ("delta", pr["delta"]), ("lo", pr["lo"]), ("hi", pr["hi"]))}
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in finite_metrics(flat).items()])
     for f in files:
@@ -316,6 +337,15 @@ def evaluation_run(client, train_run_id: str, result: dict, files: list[Path], p
     return run.info.run_id
 
 
+def grpo_sampling(params):
+    """How the training stage samples (for evaluate.reward_probe)."""
+    from stages.reward_probe import Sampling
+
+    t = params.train
+    return Sampling(params.evaluate.reward_probe_generations, t.temperature, t.top_p, t.top_k,
+                    t.max_completion_length, params.build_samples.think)
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     params = load_params()
@@ -325,7 +355,8 @@ def main() -> None:
         res = run(params.evaluate, params.train.out_dir, start_model(params),
                   os.path.join(params.build_samples.out_dir, "eval.jsonl"), params.mlflow,
                   os.path.join(params.train.out_dir, "train_summary.json"), params.build_samples.think,
-                  os.path.join(params.build_samples.out_dir, "train.jsonl"), params=params)
+                  os.path.join(params.build_samples.out_dir, "train.jsonl"), params=params,
+                  sampling=grpo_sampling(params))
     except TrackingUnavailable as e:
         raise SystemExit(f"evaluate: {e}") from None
     for t, m in res["candidate"]["metrics"].items():

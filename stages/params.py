@@ -411,6 +411,14 @@ class EvaluateParams(IntervalParams):
                     "scripts do (whole-output tg pairs, first <glue>/<answer> blocks, their letter and list "
                     "parsing). Both score NExT-GQA's IoP/IoU the official way (best gold segment). Recorded in "
                     "eval.json and eval_samples.json; training rewards always use 'ours'.")
+    reward_probe: dict[str, int] = Field(
+        default_factory=dict,
+        description="Did the training reward rise? Training prompts per task that the base and the candidate both "
+                    "sample as GRPO does (train's temperature, top_p, top_k, max_completion_length), scored with "
+                    "the training reward; eval.json `reward_probe` and the report give candidate - base with a "
+                    "paired bootstrap interval over the prompts (stages/reward_probe.py). {} = off.")
+    reward_probe_generations: int = Field(
+        4, ge=1, description="Completions per probed prompt and model (GRPO's G is train.num_generations).")
     general_task: str = Field("qa", description="General-ability regression check: task (multiple-choice QA).")
     general_metric: str = Field("accuracy", description="General-ability regression check: metric of that task.")
     general_tolerance: float = Field(

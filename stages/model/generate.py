@@ -11,6 +11,17 @@ from stages.model.video_inputs import encode_sample, model_video_kwargs, placeho
 DECODING = {"do_sample": False, "num_beams": 1}
 
 
+def left_padded(enc: list[dict], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of encoded rows, left-padded: generation continues from the right edge."""
+    width = max(len(e["input_ids"]) for e in enc)
+    ids = torch.full((len(enc), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(enc), width), dtype=torch.long)
+    for i, e in enumerate(enc):
+        ids[i, width - len(e["input_ids"]):] = torch.tensor(e["input_ids"])
+        mask[i, width - len(e["input_ids"]):] = 1
+    return ids.to(device), mask.to(device)
+
+
 @torch.no_grad()
 def generate(model, processor, rows: list[dict], max_new_tokens: int, batch_size: int = 4,
              desc: str | None = None, input_cache=None) -> list[str]:
@@ -29,13 +40,8 @@ def generate(model, processor, rows: list[dict], max_new_tokens: int, batch_size
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
         enc = [encode(processor, r) for r in chunk]
-        width = max(len(e["input_ids"]) for e in enc)
-        ids = torch.full((len(enc), width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(enc), width), dtype=torch.long)
-        for i, e in enumerate(enc):  # left padding: generation continues from the right edge
-            ids[i, width - len(e["input_ids"]):] = torch.tensor(e["input_ids"])
-            mask[i, width - len(e["input_ids"]):] = 1
-        ids, mask = ids.to(device), mask.to(device)
+        ids, mask = left_padded(enc, tok.pad_token_id, device)
+        width = ids.shape[1]
         video = model_video_kwargs(enc, ids, cfg.video_token_id, getattr(cfg, "image_token_id", None))
         out = model.generate(
             input_ids=ids, attention_mask=mask, **video,

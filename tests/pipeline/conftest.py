@@ -21,7 +21,7 @@ TINY = {
     "train": {"max_steps": 3, "per_device_train_batch_size": 16, "num_generations": 4,
               "max_completion_length": 16, "save_steps": 1, "logging_steps": 1,
               "task_groups": []},  # mixed batches: a 2-3 step run then sees every task (the demo's are one task each)
-    "evaluate": {"max_new_tokens": 16, "max_samples_per_task": 2},
+    "evaluate": {"max_new_tokens": 16, "max_samples_per_task": 2, "reward_probe": {"tg": 2, "tracking": 2}},
 }
 GIT = ["git", "-c", "user.email=ci@videorft", "-c", "user.name=ci"]
 

@@ -46,6 +46,16 @@ def test_repro_registers_a_model_with_alias_and_metrics(workspace):
     assert stats["train"] and stats["eval"]
 
 
+def test_dvc_links_the_data_outs_into_its_cache(workspace):
+    """.dvc/config's cache.type: a video is one inode under data/synthetic, the ingest cache, data/raw and DVC's
+    cache (hardlinks here: no reflinks on this filesystem), not a copy per name."""
+    ws, _, _ = workspace
+    video = sorted((ws / "data/raw/videos").glob("*.mp4"))[0]
+    source = ws / "data/synthetic/videos" / video.name
+    assert video.stat().st_ino == source.stat().st_ino
+    assert video.stat().st_nlink >= 4  # source, ingest cache blob, data/raw, DVC's cache
+
+
 def test_second_repro_runs_nothing(workspace):
     ws, env, _ = workspace
     again = sh([sys.executable, "-m", "dvc", "repro"], ws, env)

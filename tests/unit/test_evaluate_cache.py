@@ -154,7 +154,8 @@ def test_metrics_predictions_and_plots_go_into_the_training_run(tiny_model_dir, 
     assert {"eval/eval.json", "eval/eval_samples.json", "eval/predictions.jsonl", "eval/plots"} <= logged
     assert {a.path for a in client.list_artifacts(run.info.run_id, "eval/plots")} == {
         "eval/plots/iou_hist.png", "eval/plots/candidate_vs_baseline.png", "eval/plots/reward_curves.png",
-        "eval/plots/reward_curves.json", "eval/plots/candidate_vs_base.json", "eval/plots/validation_curves.json"}
+        "eval/plots/reward_curves.json", "eval/plots/candidate_vs_base.json", "eval/plots/validation_curves.json",
+        "eval/plots/training_reward_probe.json"}
     # the DVC plot data (dvc.yaml top-level plots): the run's reward curves, the headline metrics of both models
     curves = read_json(tmp_path / "metrics" / "plots" / "reward_curves.json")
     assert [(r["step"], r["all"], r["tg"], r["qa"]) for r in curves] == [
@@ -205,3 +206,33 @@ def test_cache_dir_follows_videorft_cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("VIDEORFT_CACHE_DIR", str(tmp_path))
     assert evaluate.cache_dir(p) == tmp_path / "eval-baseline"
     assert evaluate.cache_dir(EvaluateParams(baseline_cache_dir=None)) is None
+
+
+def test_reward_probe_samples_the_same_training_prompts_for_both_models(tiny_model_dir, samples, tmp_path,
+                                                                         monkeypatch):
+    """evaluate.reward_probe: base and candidate sample the same training prompts as GRPO does; a candidate with the
+    base's weights samples the very same completions (seeded), so every difference is exactly 0; a rerun repeats it."""
+    from stages.reward_probe import Sampling
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    candidate = tmp_path / "candidate"
+    shutil.copytree(tiny_model_dir, candidate)
+    p = params(tmp_path, reward_probe={"tg": 1, "tracking": 1, "stvg": 3}, reward_probe_generations=3)
+    sampling = Sampling(generations=3, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=6, think=True)
+    got = evaluate.run(p, str(candidate), tiny_model_dir, str(samples), MlflowParams(), train_samples=str(samples),
+                       sampling=sampling)
+    probe = got["reward_probe"]
+    assert set(probe) == {"tg", "tracking"}  # no stvg training prompts: not probed
+    for t in probe.values():
+        assert (t["delta"], t["lo"], t["hi"], t["prompts"], t["generations"]) == (0.0, 0.0, 0.0, 1, 3)
+        assert t["baseline"] == t["candidate"] and t["verdict"] == "no significant change"
+    again = evaluate.run(p, str(candidate), tiny_model_dir, str(samples), MlflowParams(), train_samples=str(samples),
+                         sampling=sampling)
+    assert again["reward_probe"] == probe
+    assert read_json(tmp_path / "metrics" / "eval.json")["reward_probe"] == probe
+    lines = evaluate.report(got)
+    assert any(line.startswith("training reward tg (the same 1 training prompts sampled 3x as GRPO samples")
+               and line.endswith("no significant change") for line in lines)
+    off = evaluate.run(params(tmp_path), str(candidate), tiny_model_dir, str(samples), MlflowParams(),
+                       train_samples=str(samples), sampling=sampling)
+    assert "reward_probe" not in off  # {} = off

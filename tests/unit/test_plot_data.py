@@ -95,6 +95,18 @@ def test_comparison_rows_put_the_difference_interval_around_the_candidate():
     ]
 
 
+PROBE = {"tg": {"baseline": {"reward": 1.6, "format": 1.0, "iou": 0.6}, "candidate": {"reward": 1.64},
+               "delta": 0.04, "lo": 0.02, "hi": 0.06, "prompts": 48, "generations": 4, "verdict": "rose"}}
+
+
+def test_probe_rows_give_both_models_and_the_interval_on_the_candidate():
+    assert eval_plots.probe_rows(PROBE) == [
+        {"task": "tg", "model": "base", "label": "tg, base", "value": 1.6},
+        {"task": "tg", "model": "candidate", "label": "tg, candidate", "value": 1.64, "delta": 0.04, "lo": 0.02,
+         "hi": 0.06, "verdict": "rose"}]
+    assert eval_plots.probe_rows(None) == []
+
+
 def test_plot_data_files_are_byte_deterministic(tmp_path):
     cand, base = {"tg": {"mIoU": 1 / 3}}, {"tg": {"mIoU": 0.2}}
     ivs = {"tg": {"mIoU": {"delta": 2 / 15, "lo": 0.01, "hi": 0.3}}}
@@ -102,7 +114,8 @@ def test_plot_data_files_are_byte_deterministic(tmp_path):
     b = eval_plots.write_data(tmp_path / "b", cand, base, dict(reversed(HISTORY.items())), ivs, ["tg", "qa"],
                               VALIDATION)
     assert [p.name for p in a] == [eval_plots.REWARD_CURVES, eval_plots.CANDIDATE_VS_BASE,
-                                   eval_plots.VALIDATION_CURVES]
+                                   eval_plots.VALIDATION_CURVES, eval_plots.REWARD_PROBE]
+    assert json.loads(a[3].read_text()) == []  # evaluate.reward_probe off: no rows
     assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
     assert json.loads(a[1].read_text())[1]["value"] == 0.333333  # rounded to DIGITS
 
@@ -120,7 +133,7 @@ def test_dvc_yaml_plots_draw_files_the_evaluate_stage_writes_and_keeps_in_git():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     out_dir = yaml.safe_load((ROOT / "params.yaml").read_text())["evaluate"]["out_dir"]
     written = {f"{out_dir}/plots/{name}" for name in (eval_plots.REWARD_CURVES, eval_plots.CANDIDATE_VS_BASE,
-                                                      eval_plots.VALIDATION_CURVES)}
+                                                      eval_plots.VALIDATION_CURVES, eval_plots.REWARD_PROBE)}
     outs = {next(iter(o)): o[next(iter(o))] for o in dvc["stages"]["evaluate"]["outs"] if isinstance(o, dict)}
     assert written <= set(outs) and all(outs[f] == {"cache": False} for f in written)  # in git: plots diff reads it
     assert {"stages/evaluate.py", "stages/eval_plots.py"} <= set(dvc["stages"]["evaluate"]["deps"])
@@ -129,7 +142,8 @@ def test_dvc_yaml_plots_draw_files_the_evaluate_stage_writes_and_keeps_in_git():
             f"{out_dir}/plots/{eval_plots.CANDIDATE_VS_BASE}": eval_plots.comparison_rows(
                 {"tg": {"mIoU": 0.5}}, {"tg": {"mIoU": 0.4}}),
             f"{out_dir}/plots/{eval_plots.VALIDATION_CURVES}": eval_plots.validation_rows(
-                VALIDATION, ["tg", "gqa", "tracking", "qa"])}
+                VALIDATION, ["tg", "gqa", "tracking", "qa"]),
+            f"{out_dir}/plots/{eval_plots.REWARD_PROBE}": eval_plots.probe_rows(PROBE)}
     drawn = set()
     for definition in dvc["plots"]:
         (_, spec), = definition.items()
