@@ -202,14 +202,17 @@ def comparison_rows(candidate: dict, baseline: dict, intervals: dict | None = No
 
 def probe_rows(probe: dict | None) -> list[dict]:
     """evaluate.reward_probe as DVC plot data: per task a row per model (base | candidate) with `label`, `value`
-    (mean training reward on the probed prompts) and, on the candidate's row, `lo`/`hi` of candidate - base and
-    the verdict. Off: no rows."""
+    (mean training reward on the probed prompts) and, as in comparison_rows, `lo`/`hi` on the candidate's row: the
+    base plus the paired interval of candidate - base (null on the base's); `verdict` likewise. Every row has the
+    same keys (DVC drops a plot whose rows differ). Off: no rows."""
     rows = []
     for task, t in (probe or {}).items():
-        rows.append({"task": task, "model": "base", "label": f"{task}, base", "value": _round(t["baseline"]["reward"])})
-        rows.append({"task": task, "model": "candidate", "label": f"{task}, candidate",
-                     "value": _round(t["candidate"]["reward"]), "delta": _round(t["delta"]), "lo": _round(t["lo"]),
-                     "hi": _round(t["hi"]), "verdict": t["verdict"]})
+        base = t["baseline"]["reward"]
+        for model, value, lo, hi, verdict in (("base", base, None, None, None),
+                                              ("candidate", t["candidate"]["reward"], base + t["lo"], base + t["hi"],
+                                               t["verdict"])):
+            rows.append({"task": task, "model": model, "label": f"{task} {model}", "value": _round(value),
+                         "lo": _round(lo), "hi": _round(hi), "verdict": verdict})
     return rows
 
 

@@ -101,9 +101,9 @@ PROBE = {"tg": {"baseline": {"reward": 1.6, "format": 1.0, "iou": 0.6}, "candida
 
 def test_probe_rows_give_both_models_and_the_interval_on_the_candidate():
     assert eval_plots.probe_rows(PROBE) == [
-        {"task": "tg", "model": "base", "label": "tg, base", "value": 1.6},
-        {"task": "tg", "model": "candidate", "label": "tg, candidate", "value": 1.64, "delta": 0.04, "lo": 0.02,
-         "hi": 0.06, "verdict": "rose"}]
+        {"task": "tg", "model": "base", "label": "tg base", "value": 1.6, "lo": None, "hi": None, "verdict": None},
+        {"task": "tg", "model": "candidate", "label": "tg candidate", "value": 1.64, "lo": 1.62, "hi": 1.66,
+         "verdict": "rose"}]  # lo/hi: the base plus the interval of the difference; the same keys in every row
     assert eval_plots.probe_rows(None) == []
 
 
