@@ -151,6 +151,13 @@ def report(result: dict) -> list[str]:
                   f"{m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}] against {_num(own)}: {follows_sample(own, m)}"
                   for who, own, m in (("base", b, sh.get("baseline", {}).get(task, {}).get(metric)),
                                       ("candidate", c, sh.get("candidate", {}).get(task, {}).get(metric))) if m]
+        vs = result.get("video_swap") or {}
+        lines += [f"  {task} {metric} with another video's frames (same prompts, {s['n']} samples), {who}: "
+                  f"{s['own']:.3f} own -> {s['other']:.3f} other, own - other {_diff(s)}: {s['verdict']}"
+                  for who in ("baseline", "candidate") if (s := (vs.get(who) or {}).get(task))]
+        blind_eye = (vs.get("candidate") or {}).get(task, {}).get("verdict", "").startswith(("NO", "scores"))
+        if v.startswith("learned") and blind_eye:
+            learned[-1] += " (answers do not use the video)"
     trend = result.get("training_reward") or {}
     for task, t in trend.items():
         rose = "rose" if t["lo"] > 0 else ("FELL" if t["hi"] < 0 else "no significant change")
@@ -225,6 +232,29 @@ def training_reward_probe(candidate: str, baseline: str, train_rows: list[dict],
                  p.interval_level, p.bootstrap_resamples, p.bootstrap_seed, input_cache(p.input_cache_dir))
 
 
+def video_swap(candidate: str, baseline: str, rows: list[dict], own: dict[str, list[dict]], p: EvaluateParams,
+               hasher: eval_cache.FileHasher, think: bool) -> dict:
+    """Both models answer the first evaluate.video_swap rows per task again with another video's frames
+    (stages/video_swap.py); own: each model's per-sample records of `rows`. The base's answers are cached."""
+    from stages import video_swap as vs
+
+    chosen = {r["id"] for r in vs.select(rows, p.video_swap)}
+    pick = [i for i, r in enumerate(rows) if r["id"] in chosen]
+    kept, swapped = vs.swapped_rows([rows[i] for i in pick], p.bootstrap_seed)
+    out = {"per_task": p.video_swap, "seed": p.bootstrap_seed, "samples": len(kept),
+           "left_out": len(pick) - len(kept)}
+    if not kept:
+        return out
+    answers = {"candidate": generate_outputs(candidate, swapped, p),
+               "baseline": baseline_outputs(baseline, swapped, p, hasher,
+                                            eval_cache.inputs_fingerprint(swapped, hasher))[0]}
+    for who, texts in answers.items():
+        other = task_registry.score_outputs(swapped, texts, think, p.protocol)[1]
+        out[who] = vs.compare([own[who][pick[k]] for k in kept], other, p.interval_level, p.bootstrap_resamples,
+                              p.bootstrap_seed)
+    return out
+
+
 def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlflow_p: MlflowParams,
         train_summary: str | None = None, think: bool = True, train_samples: str | None = None,
         params=None, lock_path: str = "dvc.lock", sampling=None) -> dict:
@@ -263,6 +293,10 @@ def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlf
         "samples_per_task": dict(sorted(Counter(r["task"] for r in rows).items())),
         "inputs_sha256": inputs_fp,
     }
+    if p.video_swap:
+        result["video_swap"] = video_swap(candidate, baseline, rows,
+                                          {"candidate": cand_records, "baseline": base_records}, p, hasher, think)
+        hasher.save()
     if p.reward_probe and train_samples and Path(train_samples).exists() and sampling is not None:
         result["reward_probe"] = training_reward_probe(candidate, baseline, read_jsonl(train_samples), p, sampling)
     history = eval_plots.reward_history(client, run_id) if client else {}
@@ -306,6 +340,9 @@ def _log(client, run_id: str, result: dict, files: list[Path], plots: list[Path]
     if result.get("blind"):
         tables.append(("blind", result["blind"]["metrics"]))
     flat = {f"eval/{who}/{t}/{k}": v for who, m in tables for t, mt in m.items() for k, v in mt.items()}
+    for who in ("candidate", "baseline"):  # do the answers use the video (another video's frames, same prompts)?
+        for t, sw in ((result.get("video_swap") or {}).get(who) or {}).items():
+            flat |= {f"eval/video_swap/{who}/{t}/{k}": sw[k] for k in ("own", "other", "delta", "lo", "hi")}
     for t, pr in (result.get("reward_probe") or {}).items():  # did the training reward rise (same prompts)?
         flat |= {f"eval/reward_probe/{t}/{k}": v for k, v in (("baseline", pr["baseline"]["reward"]),
                  ("candidate", pr["candidate"]["reward"]), ("delta", pr["delta"]), ("lo", pr["lo"]), ("hi", pr["hi"]))}

@@ -411,6 +411,12 @@ class EvaluateParams(IntervalParams):
                     "scripts do (whole-output tg pairs, first <glue>/<answer> blocks, their letter and list "
                     "parsing). Both score NExT-GQA's IoP/IoU the official way (best gold segment). Recorded in "
                     "eval.json and eval_samples.json; training rewards always use 'ours'.")
+    video_swap: int = Field(
+        0, ge=0, description="Do the answers use the video? The first this many held-out samples per task are "
+        "answered again by both models with another video's frames (same prompt, same frame layout; "
+        "stages/video_swap.py) and scored against their own gold: eval.json `video_swap` and the report give own - "
+        "other with a paired interval. The shuffled line cannot tell a prompt-driven answer from a video-driven "
+        "one. 0 = off.")
     reward_probe: dict[str, int] = Field(
         default_factory=dict,
         description="Did the training reward rise? Training prompts per task that the base and the candidate both "

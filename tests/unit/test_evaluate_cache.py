@@ -236,3 +236,36 @@ def test_reward_probe_samples_the_same_training_prompts_for_both_models(tiny_mod
     off = evaluate.run(params(tmp_path), str(candidate), tiny_model_dir, str(samples), MlflowParams(),
                        train_samples=str(samples), sampling=sampling)
     assert "reward_probe" not in off  # {} = off
+
+
+def test_video_swap_answers_the_same_prompts_with_other_frames(tiny_model_dir, frame_files, tmp_path, monkeypatch):
+    """evaluate.video_swap: both models answer the first N rows per task again with another video's frames; the
+    base's swapped answers are cached like its own; a task with a single video has no partner and is left out."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    rows = [{"id": f"{task}-{i}", "task": task, "frames": frame_files[i], "fps": 1.0, "num_frames": 8,
+             "prompt": task_registry.render_prompt(task, PROBLEMS[task][0]), "problem": PROBLEMS[task][0],
+             "solution": PROBLEMS[task][1]} for task in ("tg", "qa") for i in range(3)]
+    rows.append({**rows[0], "id": "tracking-0", "task": "tracking", "prompt": task_registry.render_prompt(
+        "tracking", PROBLEMS["tracking"][0]), "problem": PROBLEMS["tracking"][0], "solution": PROBLEMS["tracking"][1]})
+    path = tmp_path / "eval.jsonl"
+    write_jsonl(path, rows)
+    candidate = tmp_path / "candidate"
+    shutil.copytree(tiny_model_dir, candidate)
+    p = params(tmp_path, video_swap=2)
+    got = evaluate.run(p, str(candidate), tiny_model_dir, str(path), MlflowParams())
+    sw = got["video_swap"]
+    # 2 rows of tg and of qa; the single tracking video has no partner
+    assert (sw["per_task"], sw["samples"], sw["left_out"]) == (2, 4, 1)
+    assert set(sw["candidate"]) == set(sw["baseline"]) == {"tg", "qa"}
+    assert sw["candidate"] == sw["baseline"]  # same weights, same inputs: the same answers
+    for task, s in sw["candidate"].items():
+        assert s["n"] == 2 and s["metric"] == task_registry.headline()[task] and 0 <= s["own"] <= 1
+        assert abs(s["delta"] - (s["own"] - s["other"])) < 1e-6 and s["lo"] <= s["delta"] <= s["hi"]
+    assert read_json(tmp_path / "metrics" / "eval.json")["video_swap"] == sw
+    assert any("with another video's frames (same prompts, 2 samples), candidate" in line
+               for line in evaluate.report(got))
+    again = evaluate.run(p, str(candidate), tiny_model_dir, str(path), MlflowParams())
+    assert again["video_swap"] == sw
+    assert len(list((tmp_path / "cache").glob("*.json"))) >= 2  # the base's own and swapped answers are cached
+    assert "video_swap" not in evaluate.run(params(tmp_path), str(candidate), tiny_model_dir, str(path),
+                                            MlflowParams())  # 0 = off
