@@ -118,13 +118,27 @@ def nested_subsets(rows: list[dict], sizes: list[int], seed: int) -> dict[int, l
 
 
 def evaluate_model(path: str, rows: list[dict], params: Params, out: Path) -> dict:
+    """Held-out metrics; with evaluate.video_swap, also own - other per task: the same prompts answered with
+    another video's frames (stages/video_swap.py), whether the answers use the video."""
+    from stages import video_swap
     from stages.evaluate import generate_outputs
 
     t0 = time.process_time()
-    texts = generate_outputs(path, rows, params.evaluate)
-    metrics, records = task_registry.score_outputs(rows, texts, params.build_samples.think)
+    think, e = params.build_samples.think, params.evaluate
+    texts = generate_outputs(path, rows, e)
+    metrics, records = task_registry.score_outputs(rows, texts, think)
     write_jsonl(out, records)
-    return {"metrics": metrics, "eval_cpu_s": round(time.process_time() - t0, 1)}
+    result = {"metrics": metrics}
+    if e.video_swap:
+        chosen = {r["id"] for r in video_swap.select(rows, e.video_swap)}
+        pick = [i for i, r in enumerate(rows) if r["id"] in chosen]
+        kept, swapped = video_swap.swapped_rows([rows[i] for i in pick], e.bootstrap_seed)
+        other = task_registry.score_outputs(swapped, generate_outputs(path, swapped, e), think)[1]
+        cmp = video_swap.compare([records[pick[k]] for k in kept], other, e.interval_level, e.bootstrap_resamples,
+                                 e.bootstrap_seed)
+        result["video_swap"] = {t: {k: c[k] for k in ("metric", "own", "other", "delta", "lo", "hi")}
+                                for t, c in cmp.items()}
+    return {**result, "eval_cpu_s": round(time.process_time() - t0, 1)}
 
 
 def train_size(n: int, rows: list[dict], params: Params, start: str, epochs: float, seed: int | None = None) -> dict:
@@ -185,6 +199,13 @@ def table(results: dict) -> str:
     lines.append(f"{arm} on {results['sizes'][-1]['n']} samples per task vs the start model"
                  + (f" (mean of {seeds} {arm} seeds; ± = standard deviation across seeds)" if seeds > 1 else "")
                  + ": " + ", ".join(f"{k} {v:+.3f}" for k, v in g.items()))
+    swaps = [r for r in results["sizes"] if r.get("video_swap")]
+    if swaps:  # evaluate.video_swap: the headline metric with the own video minus with another video's frames
+        tasks = list(swaps[0]["video_swap"])
+        lines += ["", "Do the answers use the video? Headline metric with the own video minus with another video's "
+                  "frames, same prompts (mean of the seeds; about 0 = the answer ignores the frames):", "",
+                  "| samples per task | " + " | ".join(tasks) + " |", "|" + "---:|" * (1 + len(tasks))]
+        lines += [f"| {r['n']} | " + " | ".join(f"{r['video_swap'][t]:+.3f}" for t in tasks) + " |" for r in swaps]
     return "\n".join(lines) + "\n"
 
 
@@ -314,11 +335,15 @@ def run_sizes(cfg: dict, results: dict, done: dict, path: Path, pred_dir: str, s
                                       ("start.jsonl" if n == 0 else f"seed-{s}.jsonl")))
             runs.append(run)
             print(f"micro-repro: {pred_dir} n={n} seed={s} " + json.dumps(
-                {t: run["metrics"][t].get(m) for t, m in task_registry.headline().items() if t in run["metrics"]}),
-                flush=True)
+                {t: run["metrics"][t].get(m) for t, m in task_registry.headline().items() if t in run["metrics"]})
+                + (" own - other video " + json.dumps({t: v["delta"] for t, v in run["video_swap"].items()})
+                   if "video_swap" in run else ""), flush=True)
         summary = seed_summary(runs)
         row = {"n": n, "runs": runs, "metrics": summary["mean"], "sd": summary["sd"], "min": summary["min"],
                "max": summary["max"], **extra}
+        if all("video_swap" in r for r in runs):  # mean over seeds of own - other: do the answers use the video?
+            row["video_swap"] = {t: round(sum(r["video_swap"][t]["delta"] for r in runs) / len(runs), 6)
+                                 for t in runs[0]["video_swap"]}
         if n:
             row["steps"] = runs[0]["steps"]
             row["train_cpu_s"] = round(sum(r["train_cpu_s"] for r in runs) / len(runs), 1)

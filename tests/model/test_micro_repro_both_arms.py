@@ -34,6 +34,11 @@ def test_both_arms_at_the_smallest_size(tmp_path, monkeypatch):
     out = work / "results"
     grpo, sft, arms = read_json(out / "results.json"), read_json(out / "sft.json"), read_json(out / "arms.json")
     assert [r["n"] for r in sft["sizes"]] == [0, 2] and sft["sizes"][0] == grpo["sizes"][0]  # one start model
+    # evaluate.video_swap (params.yaml): every evaluated model also answered with another video's frames
+    for row in grpo["sizes"]:
+        assert set(row["video_swap"]) == {"tg", "gqa", "tracking", "qa"}
+        assert all(set(r["video_swap"]["tg"]) == {"metric", "own", "other", "delta", "lo", "hi"} for r in row["runs"])
+    assert "Do the answers use the video?" in (out / "results.md").read_text()
     chosen = sft["sizes"][1]["selection"]
     assert len(chosen["trials"]) == 4 and (chosen["lr"], chosen["epochs"]) in {(5e-4, 1), (5e-4, 2), (1e-3, 1), (1e-3, 2)}
     assert chosen["score"] == max(t["score"] for t in chosen["trials"])

@@ -11,6 +11,7 @@ sys.path.insert(0, str(ROOT))
 
 from recipes.micro_repro import (  # noqa: E402
     blind_reference, config_key, curve_settings, finished_sizes, held_for_grpo, nested_subsets, recipe_params, seed_summary, start_model,
+    table,
     warm_start_pool,
 )
 
@@ -60,6 +61,18 @@ def test_seed_summary_gives_mean_spread_and_range():
     assert s["mean"]["tg"]["mIoU"] == pytest.approx(0.4) and s["sd"]["tg"]["mIoU"] == pytest.approx(0.2)
     assert (s["min"]["tg"]["mIoU"], s["max"]["tg"]["mIoU"]) == (0.2, 0.6) and "count" not in s["mean"]["tg"]
     assert seed_summary(runs[:1])["sd"]["tg"]["mIoU"] == 0.0
+
+
+def test_the_table_says_whether_the_answers_use_the_video():
+    m = {"tg": {"mIoU": 0.5}}
+    results = {"seeds": [0, 1], "reference": m, "blind_best": m, "gain_at_largest": {"tg.mIoU": 0.1},
+               "sizes": [{"n": 0, "runs": [{}], "metrics": m, "video_swap": {"tg": 0.25, "qa": 0.0}},
+                         {"n": 16, "runs": [{}, {}], "metrics": m, "sd": m, "steps": 8, "train_cpu_s": 60.0,
+                          "video_swap": {"tg": 0.3125, "qa": -0.01}}]}
+    text = table(results)
+    assert "| 0 | +0.250 | +0.000 |" in text and "| 16 | +0.312 | -0.010 |" in text
+    del results["sizes"][1]["video_swap"], results["sizes"][0]["video_swap"]
+    assert "Do the answers use the video?" not in table(results)  # evaluate.video_swap 0: no such table
 
 
 def test_sizes_are_nested_per_task_and_reproducible():
