@@ -213,7 +213,8 @@ def plot(results: dict, path: Path) -> None:
     from stages.eval_plots import _pyplot, _save
 
     plt = _pyplot()
-    headline = task_registry.headline()
+    evaluated = results["sizes"][0]["metrics"]  # the tasks the curve evaluated (not stvg unless it is trained)
+    headline = {t: m for t, m in task_registry.headline().items() if t in evaluated}
     fig, axes = plt.subplots(1, len(headline), figsize=(4 * len(headline), 3.2))
     xs = [r["n"] for r in results["sizes"]]
     for ax, (task, metric) in zip(axes, headline.items(), strict=True):

@@ -45,6 +45,30 @@ def metrics_table(eval_result: dict) -> list[str]:
     return lines
 
 
+def checks_table(eval_result: dict) -> list[str]:
+    """Per task, what evaluate checked beyond the metrics (docs/registry.md): the blind line, whether the candidate's
+    answers use the video (another video's frames, same prompts) and the training reward on the same prompts."""
+    blind = (eval_result.get("blind") or {}).get("metrics") or {}
+    swap = (eval_result.get("video_swap") or {}).get("candidate") or {}
+    probe = eval_result.get("reward_probe") or {}
+    if not (blind or swap or probe):
+        return []
+    headline = task_registry.headline()
+    lines = ["| task | metric | blind line | own video - another video's frames | training reward, candidate - base |",
+             "|---" * 5 + "|"]
+    for task in eval_result["candidate"]["metrics"]:
+        m = headline.get(task)
+        s, p, b = swap.get(task), probe.get(task), blind.get(task, {}).get(m)
+        lines.append(f"| {task} | {m} | {'n/a' if b is None else _fmt(b)} | "
+                     + (f"{_interval(s)}: {s['verdict']}" if s else "n/a") + " | "
+                     + (f"{_interval(p)}: {p['verdict']}" if p else "n/a") + " |")
+    return ["", "## What the gains rest on", "",
+            "Blind line: the best answer fit on the training set without the video. Own - another video: the "
+            "candidate's headline metric on its held-out samples minus the same prompts answered with another "
+            "video's frames (about 0: the answers ignore the frames). Training reward: both models sample the same "
+            "training prompts as GRPO does.", ""] + lines
+
+
 def render(model_name: str, summary: dict, eval_result: dict, lineage: dict[str, str], train_params: dict,
            prompt_files: list[str]) -> str:
     samples = eval_result.get("samples_per_task", {})
@@ -77,6 +101,7 @@ def render(model_name: str, summary: dict, eval_result: dict, lineage: dict[str,
         lines += ["", f"General ability ({general.get('task')}.{general.get('metric')}): candidate "
                       f"{_fmt(general.get('candidate'))} vs base {_fmt(general.get('baseline'))}{bounds}, tolerance "
                       f"{general.get('tolerance')}: {_kept(general.get('kept'))}."]
+    lines += checks_table(eval_result)
     lines += ["", "## Prompt templates", ""] + [f"- `prompts/{f}`" for f in prompt_files]
     lines += ["", "## Lineage", "", "| tag | value |", "|---|---|"]
     lines += [f"| {k} | `{v}` |" for k, v in sorted(lineage.items())

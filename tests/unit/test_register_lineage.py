@@ -102,6 +102,23 @@ def test_model_card_has_base_data_params_metrics_and_lineage():
     assert model_card.description(card) == card  # it fits: the version's description is the whole card
 
 
+def test_model_card_says_what_the_gains_rest_on():
+    checked = {**EVAL, "blind": {"metrics": {"tg": {"mIoU": 0.3}}},
+               "video_swap": {"candidate": {"tg": {"delta": 0.25, "lo": 0.1, "hi": 0.4,
+                                                   "verdict": "answers use the video"},
+                                            "qa": {"delta": 0.0, "lo": 0.0, "hi": 0.0,
+                                                   "verdict": "NO sign the answers use the video"}}},
+               "reward_probe": {"tg": {"delta": 0.04, "lo": 0.01, "hi": 0.07, "verdict": "rose"}}}
+    tags = register.lineage_tags(SUMMARY, checked, commit="c" * 40, data_hashes={}, params_sha256="p" * 64)
+    card = model_card.render("videorft-tiny", SUMMARY, checked, tags, {}, ["tg.txt"])
+    assert "## What the gains rest on" in card
+    assert ("| tg | mIoU | 0.3000 | +0.2500 [+0.1000, +0.4000]: answers use the video | "
+            "+0.0400 [+0.0100, +0.0700]: rose |") in card
+    assert "| qa | accuracy | n/a | +0.0000 [+0.0000, +0.0000]: NO sign the answers use the video | n/a |" in card
+    plain = model_card.render("videorft-tiny", SUMMARY, EVAL, tags, {}, ["tg.txt"])
+    assert "## What the gains rest on" not in plain  # nothing checked: no section
+
+
 def test_a_long_card_becomes_a_description_that_fits_the_registry():
     tags = register.lineage_tags(SUMMARY, EVAL, commit="c" * 40, data_hashes={"data/samples": "abc.dir"},
                                  params_sha256="p" * 64)
