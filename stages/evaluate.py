@@ -138,26 +138,26 @@ def report(result: dict) -> list[str]:
                      f"{_num(base.get(task, {}).get('parse_rate'))} -> {_num(cand[task].get('parse_rate'))} | "
                      f"blind line {_num(bl)}")
         v = verdict(iv)
-        sh = result.get("shuffled") or {}
+        sh, vs = result.get("shuffled") or {}, result.get("video_swap") or {}
         if v == "learned":
             constant = follows_sample(c, sh.get("candidate", {}).get(task, {}).get(metric)).startswith("NO")
-            learned.append(f"{task} {metric}" + (" (answers do not follow the sample)" if constant else ""))
+            blind_eye = (vs.get("candidate") or {}).get(task, {}).get("verdict", "").startswith(("NO", "scores"))
+            learned.append(f"{task} {metric}" + (" (answers do not follow the sample)" if constant else
+                                                 " (answers do not use the video)" if blind_eye else ""))
             if bl is not None and c <= bl:
                 v += ", but not above the blind line"
             if constant:
                 v += "; the answers do not follow the sample (a better answer for every sample, not a better look)"
+            elif blind_eye:
+                v += "; the answers do not use the video (another video's frames score the same)"
         lines.append(f"  {task} {metric}: {v}" + (f" ({_diff(iv)})" if iv else ""))
         lines += [f"  {task} {metric} with {who}'s answers shuffled among the task's samples: "
                   f"{m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}] against {_num(own)}: {follows_sample(own, m)}"
                   for who, own, m in (("base", b, sh.get("baseline", {}).get(task, {}).get(metric)),
                                       ("candidate", c, sh.get("candidate", {}).get(task, {}).get(metric))) if m]
-        vs = result.get("video_swap") or {}
         lines += [f"  {task} {metric} with another video's frames (same prompts, {s['n']} samples), {who}: "
                   f"{s['own']:.3f} own -> {s['other']:.3f} other, own - other {_diff(s)}: {s['verdict']}"
                   for who in ("baseline", "candidate") if (s := (vs.get(who) or {}).get(task))]
-        blind_eye = (vs.get("candidate") or {}).get(task, {}).get("verdict", "").startswith(("NO", "scores"))
-        if v.startswith("learned") and blind_eye:
-            learned[-1] += " (answers do not use the video)"
     trend = result.get("training_reward") or {}
     for task, t in trend.items():
         rose = "rose" if t["lo"] > 0 else ("FELL" if t["hi"] < 0 else "no significant change")

@@ -67,6 +67,8 @@ def test_the_report_says_when_a_learned_gain_does_not_use_the_video():
               "intervals": {"tracking": {"AO": {"delta": 0.04, "lo": 0.01, "hi": 0.07}}}, "interval": {"level": 0.95},
               "video_swap": {"candidate": {"tracking": sw}}}
     lines = report(result)
+    assert lines[1] == ("  tracking AO: learned; the answers do not use the video (another video's frames score the "
+                        "same) (+0.040 [+0.010, +0.070])")
     assert ("  tracking AO with another video's frames (same prompts, 64 samples), candidate: 0.160 own -> 0.155 "
             "other, own - other +0.005 [-0.001, +0.010]: NO sign the answers use the video") in lines
     assert lines[-1] == "Learned beyond noise (95% interval): tracking AO (answers do not use the video)"
