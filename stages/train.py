@@ -356,6 +356,7 @@ def main() -> None:
     if launch.world_rank() == 0:
         print(f"train: {s['steps']} steps on {s['samples']} samples ({s['world_size']} processes) in "
               f"{s['seconds']} s; MLflow run {s['mlflow_run_id']}")
+    launch.finish()
 
 
 if __name__ == "__main__":

@@ -88,6 +88,7 @@ def main(spec_path: str) -> None:
 
     from stages import tasks as T
     from stages.params import TrainParams
+    from stages.rl import launch
     from stages.rl.video_grpo import VideoGRPOTrainer
     from stages.train import build_dataset, grpo_config
 
@@ -138,6 +139,7 @@ def main(spec_path: str) -> None:
         (out / "merged_metrics.json").write_text(json.dumps(
             {"records": len(merged), "metrics": T.aggregate_records(merged)}))
     state.wait_for_everyone()
+    launch.finish()  # as the train stage's workers do: no rank aborts in interpreter teardown
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def test_repro_registers_a_model_with_alias_and_metrics(workspace):
 
 def test_dvc_links_the_data_outs_into_its_cache(workspace):
     """.dvc/config's cache.type: a video is one inode under data/synthetic, the ingest cache, data/raw and DVC's
-    cache (hardlinks here: no reflinks on this filesystem), not a copy per name."""
+    cache (cache.type "hardlink,copy"), not a copy per name."""
     ws, _, _ = workspace
     video = sorted((ws / "data/raw/videos").glob("*.mp4"))[0]
     source = ws / "data/synthetic/videos" / video.name
