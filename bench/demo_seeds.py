@@ -1,6 +1,8 @@
 """How sure is the demo's result? The demo's GRPO (params.yaml) from the shipped base, once per GRPO seed and per
 variant (a set of -S style overrides), each evaluated on the demo's held-out samples against the base with paired
-bootstrap intervals. One demo run is one draw: this is how a setting is chosen by measurement.
+bootstrap intervals, and, as evaluate does with params.yaml's settings, the training reward on the same training
+prompts (evaluate.reward_probe) and own - other video (evaluate.video_swap). One demo run is one draw: this is
+how a setting is chosen by measurement.
 
     python bench/demo_seeds.py                                   # params.yaml as is, GRPO seeds 0 and 1
     python bench/demo_seeds.py --work runs/ds-slow -S synthesize.tracking_motion=0.5   # other data: own work dir
@@ -67,13 +69,40 @@ def by_task(records: list[dict], task: str) -> list[dict]:
     return [r["metrics"] for r in records if r["task"] == task]
 
 
+def checks(p, model: str, base: str, rows: list[dict], records: list[dict], base_records: list[dict]) -> dict:
+    """What evaluate adds to the held-out figures, when params.yaml turns it on: the training reward on the same
+    training prompts, candidate - base (evaluate.reward_probe), and own - other video per model
+    (evaluate.video_swap: do the answers use the video?)."""
+    from stages import video_swap
+    from stages.evaluate import generate_outputs, grpo_sampling, training_reward_probe
+
+    e, out = p.evaluate, {}
+    if e.reward_probe:
+        got = training_reward_probe(model, base, read_jsonl("data/samples/train.jsonl"), e, grpo_sampling(p))
+        out["reward_probe"] = {t: {k: v[k] for k in ("delta", "lo", "hi")} for t, v in got.items()}
+    if e.video_swap:
+        paths = {"candidate": model, "baseline": base}
+        got = video_swap.measure(rows, {"candidate": records, "baseline": base_records},
+                                 lambda who, swapped: generate_outputs(paths[who], swapped, e),
+                                 p.build_samples.think, e.protocol, e.video_swap, e.interval_level,
+                                 e.bootstrap_resamples, e.bootstrap_seed)
+        out["video_swap"] = {who: {t: {k: c[k] for k in ("delta", "lo", "hi")} for t, c in got.get(who, {}).items()}
+                             for who in paths}
+    return out
+
+
 def summary_line(row: dict) -> str:
     """One run's line: each column's difference with its interval, then whether each task's answers follow."""
     cells = "  ".join(f"{k} {v['delta']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]"
                       for k, v in row.items() if isinstance(v, dict) and "delta" in v)
     follows = ", ".join(f"{t} {'yes' if v['follows'] else 'NO'}" for t, v in row.get("follows", {}).items())
+    extra = "".join(f"; {name}: " + ", ".join(f"{t} {v['delta']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]"
+                                             for t, v in part.items())
+                    for name, part in (("training reward", row.get("reward_probe") or {}),
+                                       ("own - other video", (row.get("video_swap") or {}).get("candidate") or {}))
+                    if part)
     return (f"{row['variant']} seed {row['seed']} ({row['train_wall_s']:.0f} s, step {row['selected_step']}): "
-            f"{cells}; follows the sample: {follows}")
+            f"{cells}; follows the sample: {follows}{extra}")
 
 
 def main() -> None:
@@ -132,6 +161,7 @@ def main() -> None:
                                                seed=p.evaluate.bootstrap_seed)[metric]
                 row[f"{task}.{metric}"] = {k: round(iv[k], 6) for k in ("delta", "lo", "hi")}
             row["follows"] = follows
+            row |= checks(p, out, base, rows, records, base_records)
             results.append(row)
             print(summary_line(row), flush=True)
             write_json("results.json", {"base": base_metrics, "base_follows": base_follows, "runs": results})

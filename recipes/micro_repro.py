@@ -126,18 +126,15 @@ def evaluate_model(path: str, rows: list[dict], params: Params, out: Path) -> di
     t0 = time.process_time()
     think, e = params.build_samples.think, params.evaluate
     texts = generate_outputs(path, rows, e)
-    metrics, records = task_registry.score_outputs(rows, texts, think)
+    metrics, records = task_registry.score_outputs(rows, texts, think, e.protocol)
     write_jsonl(out, records)
     result = {"metrics": metrics}
     if e.video_swap:
-        chosen = {r["id"] for r in video_swap.select(rows, e.video_swap)}
-        pick = [i for i, r in enumerate(rows) if r["id"] in chosen]
-        kept, swapped = video_swap.swapped_rows([rows[i] for i in pick], e.bootstrap_seed)
-        other = task_registry.score_outputs(swapped, generate_outputs(path, swapped, e), think)[1]
-        cmp = video_swap.compare([records[pick[k]] for k in kept], other, e.interval_level, e.bootstrap_resamples,
-                                 e.bootstrap_seed)
+        swap = video_swap.measure(rows, {"model": records}, lambda _, swapped: generate_outputs(path, swapped, e),
+                                  think, e.protocol, e.video_swap, e.interval_level, e.bootstrap_resamples,
+                                  e.bootstrap_seed)
         result["video_swap"] = {t: {k: c[k] for k in ("metric", "own", "other", "delta", "lo", "hi")}
-                                for t, c in cmp.items()}
+                                for t, c in swap.get("model", {}).items()}
     return {**result, "eval_cpu_s": round(time.process_time() - t0, 1)}
 
 

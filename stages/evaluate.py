@@ -238,13 +238,13 @@ def video_swap(candidate: str, baseline: str, rows: list[dict], own: dict[str, l
     (stages/video_swap.py); own: each model's per-sample records of `rows`. The base's answers are cached."""
     from stages import video_swap as vs
 
-    chosen = {r["id"] for r in vs.select(rows, p.video_swap)}
-    pick = [i for i, r in enumerate(rows) if r["id"] in chosen]
-    kept, swapped = vs.swapped_rows([rows[i] for i in pick], p.bootstrap_seed)
-    out = {"per_task": p.video_swap, "seed": p.bootstrap_seed, "samples": len(kept),
-           "left_out": len(pick) - len(kept)}
-    if not kept:
-        return out
+    def answer(who: str, swapped: list[dict]) -> list[str]:
+        if who == "candidate":
+            return generate_outputs(candidate, swapped, p)
+        return baseline_outputs(baseline, swapped, p, hasher, eval_cache.inputs_fingerprint(swapped, hasher))[0]
+
+    return vs.measure(rows, own, answer, think, p.protocol, p.video_swap, p.interval_level, p.bootstrap_resamples,
+                      p.bootstrap_seed)
     answers = {"candidate": generate_outputs(candidate, swapped, p),
                "baseline": baseline_outputs(baseline, swapped, p, hasher,
                                             eval_cache.inputs_fingerprint(swapped, hasher))[0]}

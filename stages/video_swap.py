@@ -47,15 +47,17 @@ def swapped_rows(rows: list[dict], seed: int = 0) -> tuple[list[int], list[dict]
                    "frames_of": donor[i].get("video_id")} for i in kept]
 
 
-def select(rows: list[dict], per_task: int) -> list[dict]:
-    """The first `per_task` rows of every task (the evaluation's order)."""
+def plan(rows: list[dict], per_task: int, seed: int = 0) -> tuple[list[int], list[dict], int]:
+    """The first `per_task` rows of every task (the evaluation's order), swapped: (indices into rows of the rows
+    compared, their swapped copies, how many chosen rows were left out for want of another video)."""
     seen: dict[str, int] = defaultdict(int)
-    out = []
-    for r in rows:
+    pick = []
+    for i, r in enumerate(rows):
         if seen[r["task"]] < per_task:
             seen[r["task"]] += 1
-            out.append(r)
-    return out
+            pick.append(i)
+    kept, swapped = swapped_rows([rows[i] for i in pick], seed)
+    return [pick[k] for k in kept], swapped, len(pick) - len(kept)
 
 
 def verdict(iv: dict) -> str:
@@ -83,4 +85,18 @@ def compare(own: list[dict], other: list[dict], level: float, resamples: int, se
         out[task] = {"metric": metric, "own": round(float(mine), 6), "other": round(float(theirs), 6),
                      "delta": iv["delta"], "lo": iv["lo"], "hi": iv["hi"], "level": level, "n": len(a),
                      "verdict": verdict(iv)}
+    return out
+
+
+def measure(rows: list[dict], own: dict[str, list[dict]], answer, think: bool, protocol: str, per_task: int,
+            level: float, resamples: int, seed: int) -> dict:
+    """The whole check for one or more models. own: per model, its per-sample records of `rows`;
+    answer(who, swapped rows) -> that model's texts. Returns {per_task, seed, samples, left_out, <who>: compare}."""
+    idx, swapped, left_out = plan(rows, per_task, seed)
+    out = {"per_task": per_task, "seed": seed, "samples": len(idx), "left_out": left_out}
+    if not idx:
+        return out
+    for who, records in own.items():
+        other = task_registry.score_outputs(swapped, answer(who, swapped), think, protocol)[1]
+        out[who] = compare([records[i] for i in idx], other, level, resamples, seed)
     return out

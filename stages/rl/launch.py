@@ -4,6 +4,7 @@ stage core. A stage started by a launcher (LOCAL_RANK set: `accelerate launch -m
 command per node for multi-node) never launches again."""
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -22,14 +23,22 @@ def world_rank() -> int:
 
 
 def finish() -> None:
-    """Tear the process group down before the interpreter exits. Left to interpreter teardown, a rank of a finished
-    run can abort ('terminate called without an active exception', exit -6: seen once in CI on the two-process
-    test), and the launcher then reports the whole run as failed."""
+    """End a worker whose work is done, written and flushed: tear the process group down, then leave at once.
+    Left to interpreter teardown, a rank of a finished run can abort in a C++ destructor ('terminate called
+    without an active exception', exit -6; twice in CI on the two-process tests, once after
+    destroy_process_group), and the launcher then reports the whole run as failed. A worker that gets here has
+    nothing left to do, so it skips that teardown (os._exit). Not reached on an error: that exits as usual."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    dist.destroy_process_group()
+    if in_worker():
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def free_port() -> int:

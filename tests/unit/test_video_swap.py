@@ -1,7 +1,7 @@
 """stages/video_swap: the same prompts with another video's frames; the pairing and the comparison worked by hand."""
 from stages import tasks as task_registry
 from stages.evaluate import report
-from stages.video_swap import compare, select, swapped_rows
+from stages.video_swap import compare, plan, swapped_rows
 
 TIMES = [0.0, 2.0, 4.0, 6.0]
 
@@ -30,9 +30,13 @@ def test_every_row_gets_another_video_of_the_same_layout_and_keeps_its_prompt():
     assert swapped_rows(rows, seed=3) == (kept, swapped)  # seeded
 
 
-def test_select_takes_the_first_rows_of_every_task():
-    rows = [row(0, "a"), row(1, "b"), row(2, "c"), row(3, "d", task="qa")]
-    assert [r["id"] for r in select(rows, 2)] == ["a#0", "b#1", "d#3"]
+def test_plan_swaps_the_first_rows_of_every_task_and_counts_the_left_out():
+    rows = [row(0, "a"), row(1, "b"), row(2, "c"), row(3, "d", task="qa"), row(4, "e", task="qa"),
+            row(5, "f", task="stvg")]                                    # the only stvg video: left out
+    idx, swapped, left_out = plan(rows, 2, seed=1)
+    assert idx == [0, 1, 3, 4] and left_out == 1                       # c is the third tg row: not chosen
+    assert [s["id"] for s in swapped] == ["a#0", "b#1", "d#3", "e#4"]
+    assert swapped[0]["frames"] == "frames/b.npy" and swapped[1]["frames"] == "frames/a.npy"
 
 
 def scored(task: str, outputs: list[str], solutions: list[dict]) -> list[dict]:
