@@ -6,7 +6,7 @@ candidate vs base, the training reward on the same prompts. vl-convert-python (a
 those libraries; this writes them into a page template that DVC fills in (`plots.html_template`), so the page
 needs no network.
 
-    python -m stages.plots_page     # scripts/install.sh runs it: .dvc/plots/offline.html + .dvc/config.local
+    python -m stages.plots_page     # scripts/install.sh runs it: .dvc/offline-plots.html + .dvc/config.local
 
 The template is generated, not committed (git-ignored, 0.9 MB), and this clone's DVC points at it through
 `.dvc/config.local`: a clone that never ran the install keeps DVC's own page instead of failing on a missing file.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VEGA_LITE = "5.21"  # DVC's templates write Vega-Lite v5 specs
-TEMPLATE = ".dvc/plots/offline.html"  # DVC resolves plots.html_template against .dvc/
+TEMPLATE = ".dvc/offline-plots.html"  # DVC resolves plots.html_template against .dvc/
 PLACEHOLDERS = ("{plot_divs}", "{refresh_tag}", "{scripts}")
 
 PAGE = """<!DOCTYPE html>

@@ -222,6 +222,7 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
     from stages.model.load import load_for_training
     from stages.rl import checkpoints, policy
     from stages.rl.launch import world_rank
+    from stages.rl import weight_ema
     from stages.rl.validation import split_validation
     from stages.rl.video_grpo import VideoGRPOTrainer
 
@@ -238,7 +239,9 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
         checkpoints.remove_stale(p.checkpoint_dir, keep=fp)
         if not p.resume:
             shutil.rmtree(run_dir, ignore_errors=True)
-    resume_from = checkpoints.last_complete(run_dir) if p.resume else None
+    # with a weight average, a checkpoint is complete once its ema.safetensors is written (after trainer_state.json)
+    needs = (weight_ema.FILE,) if p.weight_ema else ()
+    resume_from = checkpoints.last_complete(run_dir, needs) if p.resume else None
 
     # the config first: with ZeRO-3 it makes from_pretrained partition the weights as they load (zero.Init)
     args = grpo_config(p, str(run_dir), use_cpu)
@@ -278,8 +281,6 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
         )
         ema = None
         if p.weight_ema:  # the saved model is the average of the trajectory (stages/rl/weight_ema.py)
-            from stages.rl import weight_ema
-
             ema = weight_ema.WeightEma(trainer.model, p.weight_ema)
             if resume_from is not None:
                 ema.load(resume_from)

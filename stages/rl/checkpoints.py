@@ -55,20 +55,23 @@ def fingerprint(train: dict, model: dict, samples_path: str, think: bool) -> str
     return h.hexdigest()[:16]
 
 
-def is_complete(ckpt: Path) -> bool:
+def is_complete(ckpt: Path, extra: tuple[str, ...] = ()) -> bool:
+    """extra: files our callbacks write after transformers' trainer_state.json (train.weight_ema's average):
+    a run killed between the two left a checkpoint that cannot be resumed as it was trained."""
     has_weights = any((ckpt / w).exists() for w in WEIGHTS) or any(ckpt.glob("global_step*"))
     has_optimizer = (ckpt / "optimizer.pt").exists() or any(ckpt.glob("global_step*"))
-    return has_weights and has_optimizer and (ckpt / "trainer_state.json").exists()
+    return (has_weights and has_optimizer and (ckpt / "trainer_state.json").exists()
+            and all((ckpt / f).exists() for f in extra))
 
 
-def last_complete(run_dir: str | Path) -> Path | None:
-    """The highest-step complete checkpoint-N under run_dir, or None."""
+def last_complete(run_dir: str | Path, extra: tuple[str, ...] = ()) -> Path | None:
+    """The highest-step complete checkpoint-N under run_dir (with the `extra` files), or None."""
     root = Path(run_dir)
     if not root.is_dir():
         return None
     found = sorted(((int(m.group(1)), p) for p in root.iterdir() if (m := _CKPT.match(p.name)) and p.is_dir()),
                    reverse=True)
-    return next((p for _, p in found if is_complete(p)), None)
+    return next((p for _, p in found if is_complete(p, extra)), None)
 
 
 def remove_stale(root: str | Path, keep: str) -> list[str]:

@@ -66,8 +66,8 @@ def test_offline_template_draws_every_vega_plot_without_network(repo):
     assert "cdn.jsdelivr.net" in cdn_page.read_text()  # DVC's own page: the libraries from a CDN
 
     template = plots_page.install(repo)
-    assert template == repo / ".dvc/plots/offline.html"
-    assert "html_template = plots/offline.html" in (repo / ".dvc/config.local").read_text()
+    assert template == repo / ".dvc/offline-plots.html"
+    assert "html_template = offline-plots.html" in (repo / ".dvc/config.local").read_text()
     dvc("plots", "show", "-o", "offline", cwd=repo)
     page = repo / "offline/index.html"
     html = page.read_text()

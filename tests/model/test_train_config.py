@@ -182,3 +182,7 @@ def test_checkpoint_fingerprint_tracks_what_changes_the_trajectory(tiny_model_di
     assert not is_complete(tmp_path / "run" / "checkpoint-4")
     assert last_complete(tmp_path / "run") == tmp_path / "run" / "checkpoint-2"
     assert last_complete(tmp_path / "missing") is None
+    # with train.weight_ema, the average (written after trainer_state.json) must be there too
+    assert last_complete(tmp_path / "run", ("ema.safetensors",)) is None
+    (tmp_path / "run" / "checkpoint-2" / "ema.safetensors").write_text("x")
+    assert last_complete(tmp_path / "run", ("ema.safetensors",)) == tmp_path / "run" / "checkpoint-2"
