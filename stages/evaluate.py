@@ -245,14 +245,6 @@ def video_swap(candidate: str, baseline: str, rows: list[dict], own: dict[str, l
 
     return vs.measure(rows, own, answer, think, p.protocol, p.video_swap, p.interval_level, p.bootstrap_resamples,
                       p.bootstrap_seed)
-    answers = {"candidate": generate_outputs(candidate, swapped, p),
-               "baseline": baseline_outputs(baseline, swapped, p, hasher,
-                                            eval_cache.inputs_fingerprint(swapped, hasher))[0]}
-    for who, texts in answers.items():
-        other = task_registry.score_outputs(swapped, texts, think, p.protocol)[1]
-        out[who] = vs.compare([own[who][pick[k]] for k in kept], other, p.interval_level, p.bootstrap_resamples,
-                              p.bootstrap_seed)
-    return out
 
 
 def run(p: EvaluateParams, candidate: str, baseline: str, samples_path: str, mlflow_p: MlflowParams,

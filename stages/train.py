@@ -220,9 +220,8 @@ def run(p: TrainParams, model_p: ModelParams, mlflow_p: MlflowParams, samples_pa
     from stages import tasks as task_registry
     from stages.model.input_cache import input_cache
     from stages.model.load import load_for_training
-    from stages.rl import checkpoints, policy
+    from stages.rl import checkpoints, policy, weight_ema
     from stages.rl.launch import world_rank
-    from stages.rl import weight_ema
     from stages.rl.validation import split_validation
     from stages.rl.video_grpo import VideoGRPOTrainer
 
