@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from recipes.apply import overrides  # noqa: E402
 from recipes.micro_repro import data_stages  # noqa: E402
 from stages import tasks as task_registry  # noqa: E402
+from stages import video_swap  # noqa: E402
 from stages.blind import blind_reference, shuffled_line  # noqa: E402
 from stages.io import read_jsonl, write_json, write_text  # noqa: E402
 from stages.model.video_inputs import sample_frames  # noqa: E402
@@ -43,11 +44,14 @@ def settings(recipe: Path) -> dict:
     tree = yaml.safe_load(recipe.read_text()) or {}
     cfg = {"out_dir": "pretrained/tiny-qwen2_5_vl", "eval_epochs": [], "eval_per_task": 64, "threads": 2,
            "targets": "gold", "box_scale": 0.7, "samples_per_task": {}, "repeat": {}, "shuffle_rounds": 50,
-           "loss": "token", "phases": [],
+           "loss": "token", "phases": [], "init_box": "gold", "video_swap": False,
+           "init_from": None,
            **(tree.get("pretrain") or {})}
     scale = cfg["box_scale"]
     if not (isinstance(scale, (int, float)) or (isinstance(scale, list) and len(scale) == 2 and scale[0] <= scale[1])):
         raise ValueError(f"pretrain.box_scale must be a number or [low, high], got {scale!r}")
+    if cfg["init_box"] not in INIT_BOXES:
+        raise ValueError(f"pretrain.init_box must be one of {INIT_BOXES}, got {cfg['init_box']!r}")
     for key in ("samples_per_task", "repeat"):
         if not isinstance(cfg[key], dict) or not all(isinstance(v, int) and v >= 1 for v in cfg[key].values()):
             raise ValueError(f"pretrain.{key} must map task names to counts >= 1, got {cfg[key]!r}")
@@ -82,6 +86,34 @@ def centre_region(box: list[float], scale: float) -> list[float]:
     cx, cy, w, h = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0], box[3] - box[1]
     return [round(cx - scale * w / 2, 2), round(cy - scale * h / 2, 2),
             round(cx + scale * w / 2, 2), round(cy + scale * h / 2, 2)]
+
+
+# What a tracking row's prompt gives as the first frame's box during pretraining: its own (gold), or another training
+# sequence's (other), so that copying the prompt's box and a motion prior no longer lowers the loss and only the
+# frames tell where the object is (docs/base-model.md, sixteenth round). Evaluation always gives the true box.
+INIT_BOXES = ("gold", "other")
+
+
+def prompt_rows(rows: list[dict], init_box: str, seed: int, think: bool = False,
+                prompt_dir: str | None = None) -> list[dict]:
+    """rows with init_box="other": every tracking row's problem.init_box is another tracking row's (a seeded
+    derangement over the tracking rows, by sample id, so it does not depend on the order of rows), and its prompt
+    is rendered again from that problem (build_samples renders it once, with the true box)."""
+    if init_box == "gold":
+        return rows
+    ids = sorted({r["id"] for r in rows if r["task"] == "tracking"})
+    if len(ids) < 2:
+        raise ValueError("pretrain.init_box=other needs at least two tracking sequences")
+    order = ids[:]
+    random.Random(f"init_box:{seed}").shuffle(order)
+    donor = {a: b for a, b in zip(order, order[1:] + order[:1])}
+    box = {r["id"]: r["problem"]["init_box"] for r in rows if r["task"] == "tracking"}
+
+    def moved(r: dict) -> dict:
+        problem = {**r["problem"], "init_box": box[donor[r["id"]]]}
+        return {**r, "problem": problem, "prompt": task_registry.render_prompt("tracking", problem, think, prompt_dir)}
+
+    return [moved(r) if r["task"] == "tracking" else r for r in rows]
 
 
 # The tasks the `frames` targets have an objective for (related_solution); a frames run leaves other tasks' rows out.
@@ -157,15 +189,17 @@ def training_phases(cfg: dict, tasks: list[str], epochs: int) -> list[dict]:
     training rows of its tasks; the shuffle's random stream runs on across phases, an optimizer starts per phase."""
     phases = cfg["phases"] or [{"tasks": list(tasks), "epochs": epochs}]
     for ph in phases:
-        if not (isinstance(ph, dict) and {"tasks", "epochs"} <= set(ph) <= {"tasks", "epochs", "loss"}
+        if not (isinstance(ph, dict) and {"tasks", "epochs"} <= set(ph) <= {"tasks", "epochs", "loss", "init_box"}
                 and isinstance(ph["epochs"], int) and ph["epochs"] >= 1 and ph["tasks"]
-                and set(ph["tasks"]) <= set(tasks) and ph.get("loss", cfg["loss"]) in ("token", "row")):
+                and set(ph["tasks"]) <= set(tasks) and ph.get("loss", cfg["loss"]) in ("token", "row")
+                and ph.get("init_box", cfg["init_box"]) in INIT_BOXES):
             raise ValueError(f"pretrain.phases: each phase is {{tasks: [some of sft.tasks {tasks}], epochs: >= 1, "
-                             f"loss: token|row (default pretrain.loss)}}, got {ph!r}")
+                             f"loss: token|row (default pretrain.loss), init_box: gold|other (default "
+                             f"pretrain.init_box)}}, got {ph!r}")
     if sum(ph["epochs"] for ph in phases) != epochs:  # so that pretrain.json's sft.epochs is what was trained
         raise ValueError(f"pretrain.phases: the phases' epochs must add up to sft.epochs ({epochs}), got {phases!r}")
-    return [{"tasks": list(ph["tasks"]), "epochs": ph["epochs"], "loss": ph.get("loss", cfg["loss"])}
-            for ph in phases]
+    return [{"tasks": list(ph["tasks"]), "epochs": ph["epochs"], "loss": ph.get("loss", cfg["loss"]),
+             "init_box": ph.get("init_box", cfg["init_box"])} for ph in phases]
 
 
 def sha256(path: Path) -> str:
@@ -188,8 +222,9 @@ def pretrain(params: Params, cfg: dict, out: Path) -> dict:
     torch.manual_seed(params.sft.seed)
     think = params.build_samples.think
     samples = Path(params.build_samples.out_dir)
-    processor = AutoProcessor.from_pretrained(params.tiny_model.out_dir)
-    model = AutoModelForImageTextToText.from_pretrained(params.tiny_model.out_dir, dtype=torch.float32)
+    start = str(ROOT / cfg["init_from"]) if cfg["init_from"] else params.tiny_model.out_dir  # a base to go on from
+    processor = AutoProcessor.from_pretrained(start)
+    model = AutoModelForImageTextToText.from_pretrained(start, dtype=torch.float32)
     train = select_training_rows(read_jsonl(samples / "train.jsonl"), params.sft.tasks,
                                  params.sft.max_samples_per_task, cfg["samples_per_task"], cfg["repeat"],
                                  params.sft.seed)
@@ -199,7 +234,7 @@ def pretrain(params: Params, cfg: dict, out: Path) -> dict:
     held_out = select(read_jsonl(samples / "eval.jsonl"), cfg["eval_per_task"])
     record = {"examples": len(train), "held_out": len(held_out), "targets": cfg["targets"],
               "box_scale": cfg["box_scale"], "samples_per_task": cfg["samples_per_task"], "repeat": cfg["repeat"],
-              "loss": cfg["loss"],
+              "loss": cfg["loss"], "init_box": cfg["init_box"], "init_from": cfg["init_from"],
               "blind_best": blind_reference(train, held_out, think), "curve": []}
     if cfg["targets"] not in ("gold", "frames"):
         raise ValueError(f"pretrain.targets must be gold or frames, got {cfg['targets']!r}")
@@ -208,10 +243,16 @@ def pretrain(params: Params, cfg: dict, out: Path) -> dict:
     phases = training_phases(cfg, params.sft.tasks, params.sft.epochs)
     record["phases"] = phases
     total_epochs = sum(ph["epochs"] for ph in phases)
-    examples = [sft.encode_example(processor, r, think,
-                                   related_solution(r, cfg["box_scale"], params.sft.seed)
-                                   if cfg["targets"] == "frames" else None)
-                for r in train]
+    encoded: dict[str, list] = {}
+
+    def examples(init_box: str) -> list:  # encoded once per kind of prompt box the phases use
+        if init_box not in encoded:
+            encoded[init_box] = [sft.encode_example(processor, r, think,
+                                                    related_solution(r, cfg["box_scale"], params.sft.seed)
+                                                    if cfg["targets"] == "frames" else None)
+                                 for r in prompt_rows(train, init_box, params.sft.seed, think,
+                                                      params.build_samples.prompt_dir)]
+        return encoded[init_box]
     c0, t0 = time.process_time(), time.time()
     done = 0  # epochs of the phases before this one: eval_epochs count across phases
 
@@ -229,18 +270,28 @@ def pretrain(params: Params, cfg: dict, out: Path) -> dict:
             line["shuffled"] = shuffled_line(held_out, outputs, int(cfg["shuffle_rounds"]), params.sft.seed)
             line["follows"] = follows(metrics, line["shuffled"])
             line["distinct_answers"] = distinct_answers(held_out, outputs)
+            if cfg["video_swap"]:  # the same prompts with another video's frames: do the answers use the video?
+                records = task_registry.score_outputs(held_out, outputs, think)[1]
+                swap = video_swap.measure(held_out, {"model": records},
+                                          lambda _, rows: generate_outputs(str(ckpt), rows, params.evaluate),
+                                          think, "ours", cfg["eval_per_task"], 0.95, 1000, params.sft.seed)
+                line["video_swap"] = {t: {k: v[k] for k in ("own", "other", "delta", "lo", "hi", "n")}
+                                      for t, v in swap.get("model", {}).items()}
             record["curve"].append(line)
             headline = task_registry.headline()
             print("pretrain: " + json.dumps({**line, "held_out": {t: {k: metrics[t][k] for k in (headline[t],
                                            "parse_rate")} for t in metrics},
                                              "shuffled": {t: line["shuffled"][t].get(headline[t])
-                                                          for t in line["shuffled"]}}), flush=True)
+                                                          for t in line["shuffled"]},
+                                             "video_swap": {t: [v["delta"], v["lo"], v["hi"]]
+                                                            for t, v in line.get("video_swap", {}).items()}}),
+                  flush=True)
         else:
             print("pretrain: " + json.dumps(line), flush=True)
 
     rng, losses = random.Random(params.sft.seed), []
     for ph in phases:  # one phase (sft.tasks, sft.epochs) unless the recipe sets pretrain.phases
-        chosen = [e for e, r in zip(examples, train) if r["task"] in ph["tasks"]]
+        chosen = [e for e, r in zip(examples(ph["init_box"]), train) if r["task"] in ph["tasks"]]
         print(f"pretrain: epochs {done + 1}-{done + ph['epochs']} on {len(chosen)} rows of {ph['tasks']}", flush=True)
         losses += sft.fit(model, processor, chosen, params.sft.learning_rate, ph["epochs"], params.sft.batch_size,
                           rng, on_epoch, ph["loss"] == "row")

@@ -37,7 +37,9 @@ def test_short_pretraining_run_is_deterministic(tmp_path, monkeypatch):
 
 def test_a_curriculum_run_is_deterministic(tmp_path, monkeypatch):
     """pretrain.phases (the timing tasks first, then all four; recipes/pretrain-base-v2.yaml) with the row-balanced
-    loss in the first phase: same bytes twice, and the record says which rows each phase trained on."""
+    loss in the first phase and another sequence's box in the second's tracking prompts (recipes/pretrain-base-v3.yaml):
+    same bytes twice, the record says which rows each phase trained on, and with pretrain.video_swap every evaluated
+    epoch says how much each task's answers change with another video's frames."""
     import yaml
 
     from recipes import pretrain_base
@@ -45,15 +47,18 @@ def test_a_curriculum_run_is_deterministic(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
     recipe = yaml.safe_load((ROOT / "recipes/pretrain-base-v2.yaml").read_text())
-    recipe["pretrain"].update(eval_epochs=[1], eval_per_task=4, shuffle_rounds=5,
+    recipe["pretrain"].update(eval_epochs=[1], eval_per_task=4, shuffle_rounds=5, video_swap=True,
                               phases=[{"tasks": ["tg", "gqa"], "epochs": 1, "loss": "row"},
-                                      {"tasks": ["tg", "gqa", "tracking", "qa"], "epochs": 1}])
+                                      {"tasks": ["tg", "gqa", "tracking", "qa"], "epochs": 1, "init_box": "other"}])
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     work, args = tmp_path / "work", ["--recipe", str(tmp_path / "r.yaml")] + sum((["-S", s] for s in SHORT), [])
     first = pretrain_base.main(args + ["--workdir", str(work), "--out", str(tmp_path / "a")])
     second = pretrain_base.main(args + ["--workdir", str(work), "--out", str(tmp_path / "b"), "--reuse-data"])
     assert (tmp_path / "a/model.safetensors").read_bytes() == (tmp_path / "b/model.safetensors").read_bytes()
     assert [ph["loss"] for ph in first["phases"]] == ["row", "token"]
+    assert [ph["init_box"] for ph in first["phases"]] == ["gold", "other"]
+    swap = first["curve"][-1]["video_swap"]
+    assert "tracking" in swap and all(v["n"] >= 2 and v["lo"] <= v["delta"] <= v["hi"] for v in swap.values()), swap
     assert [line["epoch"] for line in first["curve"]] == [1, 2]  # epoch 1 asked for, the last always
     assert set(first["curve"][-1]["follows"]) <= {"tg", "gqa", "tracking", "qa"}
     assert [c["held_out"] for c in first["curve"]] == [c["held_out"] for c in second["curve"]]

@@ -65,21 +65,51 @@ def test_bad_recipe_settings_are_refused(tmp_path):
     bad.write_text("pretrain:\n  repeat: {tg: 0}\n")
     with pytest.raises(ValueError, match="repeat"):
         pb.settings(bad)
+    bad.write_text("pretrain:\n  init_box: random\n")
+    with pytest.raises(ValueError, match="init_box"):
+        pb.settings(bad)
 
 
 def test_phases_default_to_one_phase_and_are_checked():
-    cfg = {"loss": "token", "phases": []}
-    assert pb.training_phases(cfg, ["tg", "qa"], 20) == [{"tasks": ["tg", "qa"], "epochs": 20, "loss": "token"}]
-    cfg = {"loss": "row", "phases": [{"tasks": ["tg"], "epochs": 3}, {"tasks": ["tg", "qa"], "epochs": 2,
-                                                                       "loss": "token"}]}
-    assert pb.training_phases(cfg, ["tg", "qa"], 5) == [{"tasks": ["tg"], "epochs": 3, "loss": "row"},
-                                                         {"tasks": ["tg", "qa"], "epochs": 2, "loss": "token"}]
+    cfg = {"loss": "token", "init_box": "gold", "phases": []}
+    assert pb.training_phases(cfg, ["tg", "qa"], 20) == [{"tasks": ["tg", "qa"], "epochs": 20, "loss": "token",
+                                                          "init_box": "gold"}]
+    cfg = {"loss": "row", "init_box": "gold", "phases": [
+        {"tasks": ["tg"], "epochs": 3}, {"tasks": ["tg", "qa"], "epochs": 2, "loss": "token", "init_box": "other"}]}
+    assert pb.training_phases(cfg, ["tg", "qa"], 5) == [
+        {"tasks": ["tg"], "epochs": 3, "loss": "row", "init_box": "gold"},
+        {"tasks": ["tg", "qa"], "epochs": 2, "loss": "token", "init_box": "other"}]
     for bad in ({"tasks": ["tracking"], "epochs": 2}, {"tasks": ["tg"], "epochs": 0}, {"tasks": [], "epochs": 1},
-                {"tasks": ["tg"], "epochs": 1, "loss": "mean"}, {"tasks": ["tg"], "epochs": 1, "lr": 1}):
+                {"tasks": ["tg"], "epochs": 1, "loss": "mean"}, {"tasks": ["tg"], "epochs": 1, "lr": 1},
+                {"tasks": ["tg"], "epochs": 1, "init_box": "none"}):
         with pytest.raises(ValueError, match="phases"):
-            pb.training_phases({"loss": "token", "phases": [bad]}, ["tg", "qa"], bad["epochs"])
+            pb.training_phases({"loss": "token", "init_box": "gold", "phases": [bad]}, ["tg", "qa"], bad["epochs"])
     with pytest.raises(ValueError, match="add up"):
-        pb.training_phases({"loss": "token", "phases": [{"tasks": ["tg"], "epochs": 3}]}, ["tg", "qa"], 20)
+        pb.training_phases({"loss": "token", "init_box": "gold", "phases": [{"tasks": ["tg"], "epochs": 3}]},
+                           ["tg", "qa"], 20)
+
+
+def test_init_box_other_gives_every_tracking_prompt_another_sequences_box():
+    from stages.tasks import render_prompt
+
+    rows = [{"id": f"seq{k}", "task": "tracking", "problem": (pr := {"object": "o", "init_box": [k / 10, 0, 1, 1]}),
+             "prompt": render_prompt("tracking", pr, think=False)} for k in range(6)]
+    rows.append({"id": "v0", "task": "tg", "problem": {"query": "q"}, "prompt": "tg prompt"})
+    assert pb.prompt_rows(rows, "gold", 0) is rows
+    moved = pb.prompt_rows(rows, "other", 0)
+    own = {r["id"]: r["problem"]["init_box"] for r in rows[:6]}
+    given = {r["id"]: r["problem"]["init_box"] for r in moved[:6]}
+    assert all(given[i] != own[i] for i in own)                      # no sequence keeps its own box
+    assert sorted(map(tuple, given.values())) == sorted(map(tuple, own.values()))  # each box given exactly once
+    for r in moved[:6]:  # the text the model reads says the moved box (build_samples rendered the true one)
+        box = "[" + ", ".join(f"{v:.3f}" for v in r["problem"]["init_box"]) + "]"
+        assert f"inside the box {box}." in r["prompt"] and r["prompt"] == render_prompt("tracking", r["problem"],
+                                                                                          think=False)
+    assert moved[6] is rows[6] and rows[0]["problem"]["init_box"] == [0, 0, 1, 1]  # other tasks, inputs untouched
+    assert pb.prompt_rows(list(reversed(rows)), "other", 0)[::-1] == moved  # by sample id, not by order
+    assert pb.prompt_rows(rows, "other", 1) != moved
+    with pytest.raises(ValueError, match="two tracking"):
+        pb.prompt_rows(rows[:1], "other", 0)
 
 
 def test_follows_and_distinct_answers():
