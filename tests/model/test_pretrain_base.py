@@ -33,6 +33,16 @@ def test_short_pretraining_run_is_deterministic(tmp_path, monkeypatch):
     assert (tmp_path / "a/model.safetensors").read_bytes() == (tmp_path / "b/model.safetensors").read_bytes()
     assert first["weights_sha256"] == second["weights_sha256"]
     assert first["curve"][-1]["held_out"] == second["curve"][-1]["held_out"]
+    # pretrain.init_from: going on from the first run's weights starts where it ended, not from random weights
+    import yaml
+
+    recipe = yaml.safe_load((ROOT / "recipes/pretrain-base.yaml").read_text())
+    recipe["pretrain"]["init_from"] = str(tmp_path / "a")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    third = pretrain_base.main(["--recipe", str(tmp_path / "r.yaml"), "--workdir", str(work), "--out",
+                                str(tmp_path / "c"), "--reuse-data"] + sum((["-S", s] for s in SHORT), []))
+    assert third["init_from"] == str(tmp_path / "a")
+    assert third["first_loss"] < first["first_loss"] - 0.5, (third["first_loss"], first["first_loss"])
 
 
 def test_a_curriculum_run_is_deterministic(tmp_path, monkeypatch):
