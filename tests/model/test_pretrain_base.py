@@ -99,3 +99,21 @@ def test_curriculum_base_is_its_recipes_output_and_reads_the_timing():
     assert final["epoch"] == sum(ph["epochs"] for ph in record["phases"]) == record["params"]["sft"]["epochs"]
     assert all(m["parse_rate"] >= 0.9 for m in final["held_out"].values()), final["held_out"]
     assert final["follows"]["tg"] and final["follows"]["gqa"], final["shuffled"]
+
+
+def test_v3_base_is_its_recipes_output_and_its_answers_use_the_video():
+    """pretrained/tiny-qwen2_5_vl-v3 (recipes/pretrain-base-v3.yaml, M-RoPE base 10, tracking prompts with another
+    sequence's box): its weights are the recipe's, it answers every task in the layout, and with another video's
+    frames its tg, gqa evidence AND tracking answers score lower beyond noise (docs/base-model.md, sixteenth round):
+    the first base whose tracking answers read the frames."""
+    from recipes.pretrain_base import sha256
+
+    v3 = ROOT / "pretrained/tiny-qwen2_5_vl-v3"
+    record = json.loads((v3 / "pretrain.json").read_text())
+    assert record["weights_sha256"] == sha256(v3 / "model.safetensors")
+    assert record["recipe"] == "recipes/pretrain-base-v3.yaml" and not record["overrides"]
+    assert json.loads((v3 / "config.json").read_text())["text_config"]["rope_parameters"]["rope_theta"] == 10.0
+    final = record["curve"][-1]
+    assert final["epoch"] == sum(ph["epochs"] for ph in record["phases"]) == record["params"]["sft"]["epochs"]
+    assert all(m["parse_rate"] >= 0.9 for m in final["held_out"].values()), final["held_out"]
+    assert all(final["video_swap"][t]["lo"] > 0 for t in ("tg", "gqa", "tracking")), final["video_swap"]
