@@ -45,11 +45,14 @@ def settings(recipe: Path) -> dict:
     cfg = {"out_dir": "pretrained/tiny-qwen2_5_vl", "eval_epochs": [], "eval_per_task": 64, "threads": 2,
            "targets": "gold", "box_scale": 0.7, "samples_per_task": {}, "repeat": {}, "shuffle_rounds": 50,
            "loss": "token", "phases": [], "init_box": "gold", "video_swap": False,
-           "init_from": None,
+           "init_from": None, "span_shift": 0.0,
            **(tree.get("pretrain") or {})}
     scale = cfg["box_scale"]
     if not (isinstance(scale, (int, float)) or (isinstance(scale, list) and len(scale) == 2 and scale[0] <= scale[1])):
         raise ValueError(f"pretrain.box_scale must be a number or [low, high], got {scale!r}")
+    shift = cfg["span_shift"]
+    if not (isinstance(shift, (int, float)) or (isinstance(shift, list) and len(shift) == 2 and shift[0] <= shift[1])):
+        raise ValueError(f"pretrain.span_shift must be seconds or [low, high], got {shift!r}")
     if cfg["init_box"] not in INIT_BOXES:
         raise ValueError(f"pretrain.init_box must be one of {INIT_BOXES}, got {cfg['init_box']!r}")
     for key in ("samples_per_task", "repeat"):
@@ -120,13 +123,24 @@ def prompt_rows(rows: list[dict], init_box: str, seed: int, think: bool = False,
 FRAMES_TASKS = ("tg", "gqa", "tracking", "qa")
 
 
-def row_scale(row: dict, box_scale, seed: int) -> float:
+def row_scale(row: dict, box_scale, seed: int, salt: str = "") -> float:
     """The tracking target's scale for this sequence: box_scale itself, or for [low, high] a uniform draw that
-    depends only on (seed, sample id), so it does not change with the order or the set of rows."""
+    depends only on (seed, sample id), so it does not change with the order or the set of rows. Also the timing
+    targets' shift (salt "shift:": a draw of its own)."""
     if not isinstance(box_scale, list):
         return float(box_scale)
-    u = random.Random(int.from_bytes(hashlib.sha256(f"{seed}:{row['id']}".encode()).digest()[:8], "big")).random()
+    key = f"{seed}:{salt}{row['id']}".encode()
+    u = random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big")).random()
     return box_scale[0] + (box_scale[1] - box_scale[0]) * u
+
+
+def shifted(span: list[float], by: float, duration: float | None) -> list[float]:
+    """A timing target moved by `by` seconds on the 0.25 s grid, kept inside the video and at least one step long."""
+    if not by:
+        return span
+    end_max = duration if duration else span[1] + abs(by)
+    start = min(max(0.0, _grid(span[0] + by)), end_max - 0.25)
+    return [start, max(start + 0.25, min(end_max, _grid(span[1] + by)))]
 
 
 def select_training_rows(rows: list[dict], tasks: list[str], per_task: int | None, caps: dict[str, int],
@@ -146,19 +160,23 @@ def select_training_rows(rows: list[dict], tasks: list[str], per_task: int | Non
     return out
 
 
-def related_solution(row: dict, box_scale, seed: int = 0) -> dict:
+def related_solution(row: dict, box_scale, seed: int = 0, span_shift=0.0) -> dict:
     """The pretraining answer for the `frames` targets: related perception objectives, in each task's layout.
     tg and gqa evidence: the span the sampled frames show (docs/base-model.md), not the event's boundaries between
     frames; tracking: the object's central region (each box scaled by `box_scale` about its centre), not its
     extent; answer letters as they are. The gap to the gold answer is what RL has left to learn. box_scale
-    [low, high]: one scale per sequence (row_scale), so the base is unsure how loose a box should be."""
+    [low, high]: one scale per sequence (row_scale), so the base is unsure how loose a box should be. span_shift
+    (seconds, or [low, high] drawn per sample): the tg and gqa spans moved by it, so the base's samples already hold
+    spans off the frame times and RL can choose among them (docs/base-model.md, seventeenth round)."""
     task, sol = row["task"], row["solution"]
+    by = row_scale(row, span_shift, seed, "shift:") if task in ("tg", "gqa") else 0.0
+    duration = (row.get("problem") or {}).get("duration") if isinstance(row.get("problem"), dict) else None
     if task == "tg":
         span = shown_span(sol["timestamps"], frame_times(row))
-        return {"timestamps": span} if span else sol
+        return {"timestamps": shifted(span, by, duration)} if span else sol
     if task == "gqa":
         spans = [shown_span(g, frame_times(row)) for g in sol["glue"]]
-        return {**sol, "glue": [s if s else g for s, g in zip(spans, sol["glue"])]}
+        return {**sol, "glue": [shifted(s, by, duration) if s else g for s, g in zip(spans, sol["glue"])]}
     if task == "tracking":
         scale = row_scale(row, box_scale, seed)
         return {"boxes": [centre_region(b, scale) for b in sol["boxes"]]}
@@ -235,6 +253,7 @@ def pretrain(params: Params, cfg: dict, out: Path) -> dict:
     record = {"examples": len(train), "held_out": len(held_out), "targets": cfg["targets"],
               "box_scale": cfg["box_scale"], "samples_per_task": cfg["samples_per_task"], "repeat": cfg["repeat"],
               "loss": cfg["loss"], "init_box": cfg["init_box"], "init_from": cfg["init_from"],
+              "span_shift": cfg["span_shift"],
               "blind_best": blind_reference(train, held_out, think), "curve": []}
     if cfg["targets"] not in ("gold", "frames"):
         raise ValueError(f"pretrain.targets must be gold or frames, got {cfg['targets']!r}")
@@ -248,7 +267,7 @@ def pretrain(params: Params, cfg: dict, out: Path) -> dict:
     def examples(init_box: str) -> list:  # encoded once per kind of prompt box the phases use
         if init_box not in encoded:
             encoded[init_box] = [sft.encode_example(processor, r, think,
-                                                    related_solution(r, cfg["box_scale"], params.sft.seed)
+                                                    related_solution(r, cfg["box_scale"], params.sft.seed, cfg["span_shift"])
                                                     if cfg["targets"] == "frames" else None)
                                  for r in prompt_rows(train, init_box, params.sft.seed, think,
                                                       params.build_samples.prompt_dir)]

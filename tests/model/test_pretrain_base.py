@@ -117,3 +117,24 @@ def test_v3_base_is_its_recipes_output_and_its_answers_use_the_video():
     assert final["epoch"] == sum(ph["epochs"] for ph in record["phases"]) == record["params"]["sft"]["epochs"]
     assert all(m["parse_rate"] >= 0.9 for m in final["held_out"].values()), final["held_out"]
     assert all(final["video_swap"][t]["lo"] > 0 for t in ("tg", "gqa", "tracking")), final["video_swap"]
+
+
+def test_v4_base_goes_on_from_v3_and_every_perception_task_uses_the_video():
+    """pretrained/tiny-qwen2_5_vl-v4 (recipes/pretrain-base-v4.yaml: v3 plus 8 epochs of all four tasks, the
+    candidate beside the demo's v2): its weights are the recipe's, the recipe starts from the shipped v3 (whose
+    weights are v3's record's), it answers every task in the layout, its tg, gqa and tracking answers follow their
+    samples and score lower with another video's frames beyond noise (docs/base-model.md, seventeenth round)."""
+    from recipes.pretrain_base import settings, sha256
+
+    v3, v4 = ROOT / "pretrained/tiny-qwen2_5_vl-v3", ROOT / "pretrained/tiny-qwen2_5_vl-v4"
+    record = json.loads((v4 / "pretrain.json").read_text())
+    assert record["weights_sha256"] == sha256(v4 / "model.safetensors")
+    assert record["recipe"] == "recipes/pretrain-base-v4.yaml" and not record["overrides"]
+    assert record["init_from"] == settings(ROOT / record["recipe"])["init_from"] == "pretrained/tiny-qwen2_5_vl-v3"
+    assert json.loads((v3 / "pretrain.json").read_text())["weights_sha256"] == sha256(v3 / "model.safetensors")
+    assert json.loads((v4 / "config.json").read_text())["text_config"]["rope_parameters"]["rope_theta"] == 10.0
+    final = record["curve"][-1]
+    assert final["epoch"] == sum(ph["epochs"] for ph in record["phases"]) == record["params"]["sft"]["epochs"]
+    assert all(m["parse_rate"] >= 0.9 for m in final["held_out"].values()), final["held_out"]
+    assert all(final["follows"][t] for t in ("tg", "gqa", "tracking")), final["shuffled"]
+    assert all(final["video_swap"][t]["lo"] > 0 for t in ("tg", "gqa", "tracking")), final["video_swap"]

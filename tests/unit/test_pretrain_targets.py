@@ -120,3 +120,30 @@ def test_follows_and_distinct_answers():
     assert pb.follows(metrics, shuffled) == {"tg": True, "qa": False}
     rows = [{"task": "tg"}] * 3 + [{"task": "qa"}] * 2
     assert pb.distinct_answers(rows, ["a", "a ", "b", "A", "A"]) == {"qa": 1, "tg": 2}
+
+
+def test_span_shift_moves_the_timing_targets_on_the_grid(monkeypatch, tmp_path):
+    """pretrain.span_shift: the tg and gqa targets (the span the frames show) moved by a fixed or a per-sample
+    drawn number of seconds, on the 0.25 s grid, kept inside the video; tracking and letters untouched."""
+    monkeypatch.setattr(pb, "frame_times", lambda row: TIMES)
+    tg = {"id": "v1#0", "task": "tg", "problem": {"duration": 8.0}, "solution": {"timestamps": [2.0, 4.5]}}
+    assert pb.related_solution(tg, 0.7, 0)["timestamps"] == [2.25, 4.5]  # shown span, unshifted
+    assert pb.related_solution(tg, 0.7, 0, -0.5)["timestamps"] == [1.75, 4.0]
+    drawn = pb.row_scale(tg, [-0.5, 0.0], 0, "shift:")  # its own draw: not the tracking scale's
+    assert -0.5 <= drawn <= 0.0 and drawn != pb.row_scale(tg, [-0.5, 0.0], 0)
+    lo = round((2.25 + drawn) * 4) / 4
+    assert pb.related_solution(tg, 0.7, 0, [-0.5, 0.0])["timestamps"] == [lo, round((4.5 + drawn) * 4) / 4]
+    draws = {pb.row_scale({"id": f"v{k}#0"}, [-0.5, 0.0], 0, "shift:") for k in range(50)}
+    assert min(draws) < -0.4 and max(draws) > -0.1
+    # kept inside [0, duration] and at least one grid step long
+    assert pb.shifted([0.0, 1.0], -0.5, 8.0) == [0.0, 0.5]
+    assert pb.shifted([7.5, 8.0], 0.5, 8.0) == [7.75, 8.0]
+    gqa = {"id": "v1_1", "task": "gqa", "problem": {"duration": 8.0},
+           "solution": {"answer": "A", "glue": [[0.5, 2.25], [1.2, 2.2]]}}
+    assert pb.related_solution(gqa, 0.7, 0, -0.5) == {"answer": "A", "glue": [[0.5, 1.75], [1.2, 2.2]]}
+    box = {"id": "s", "task": "tracking", "solution": {"boxes": [[0.2, 0.2, 0.6, 0.6]]}}
+    assert pb.related_solution(box, 0.5, 0, -0.5) == pb.related_solution(box, 0.5, 0)
+    bad = tmp_path / "r.yaml"
+    bad.write_text("pretrain:\n  span_shift: [0.0, -0.5]\n")
+    with pytest.raises(ValueError, match="span_shift"):
+        pb.settings(bad)
