@@ -138,3 +138,26 @@ def test_v4_base_goes_on_from_v3_and_every_perception_task_uses_the_video():
     assert all(m["parse_rate"] >= 0.9 for m in final["held_out"].values()), final["held_out"]
     assert all(final["follows"][t] for t in ("tg", "gqa", "tracking")), final["shuffled"]
     assert all(final["video_swap"][t]["lo"] > 0 for t in ("tg", "gqa", "tracking")), final["video_swap"]
+
+
+def test_v6_demo_base_goes_on_from_v4_and_answers_late_but_from_the_video():
+    """pretrained/tiny-qwen2_5_vl-v6, the demo's base (recipes/pretrain-base-v6.yaml: v4 plus 3 epochs of all four
+    tasks with the timing targets moved later by 0.25-0.75 s): its weights are the recipe's, the recipe starts
+    from the shipped v4, it answers every task in the layout, its gqa and tracking answers score lower with another
+    video's frames beyond noise, and its tg answers follow their samples while scoring below v4's (late by design:
+    the headroom GRPO closes in the demo; docs/base-model.md, eighteenth round)."""
+    from recipes.pretrain_base import settings, sha256
+
+    v4, v6 = ROOT / "pretrained/tiny-qwen2_5_vl-v4", ROOT / "pretrained/tiny-qwen2_5_vl-v6"
+    record = json.loads((v6 / "pretrain.json").read_text())
+    assert record["weights_sha256"] == sha256(v6 / "model.safetensors")
+    assert record["recipe"] == "recipes/pretrain-base-v6.yaml" and not record["overrides"]
+    assert record["init_from"] == settings(ROOT / record["recipe"])["init_from"] == "pretrained/tiny-qwen2_5_vl-v4"
+    assert record["span_shift"] == [0.25, 0.75]
+    v4_record = json.loads((v4 / "pretrain.json").read_text())
+    assert v4_record["weights_sha256"] == sha256(v4 / "model.safetensors")
+    final = record["curve"][-1]
+    assert all(m["parse_rate"] >= 0.9 for m in final["held_out"].values()), final["held_out"]
+    assert all(final["follows"][t] for t in ("tg", "gqa", "tracking")), final["shuffled"]
+    assert all(final["video_swap"][t]["lo"] > 0 for t in ("gqa", "tracking")), final["video_swap"]
+    assert final["held_out"]["tg"]["mIoU"] < v4_record["curve"][-1]["held_out"]["tg"]["mIoU"] - 0.1

@@ -25,7 +25,7 @@ def rows_of(task: str, n: int, **extra) -> list[dict]:
 def test_recipe_is_valid_params_and_starts_from_the_shipped_base():
     params = recipe_params(RECIPE, [])
     assert not params.sft.enabled
-    assert start_model(params) == str(ROOT / "pretrained/tiny-qwen2_5_vl-v2")  # the demo's base
+    assert start_model(params) == str(ROOT / "pretrained/tiny-qwen2_5_vl-v6")  # the demo's base
     assert start_model(recipe_params(ROOT / "recipes/micro-repro-v1.yaml", [])) == str(ROOT / "pretrained/tiny-qwen2_5_vl")
     assert start_model(recipe_params(RECIPE, ["sft.enabled=true"])) == params.sft.out_dir
     assert params.train.num_generations == 8 and params.build_samples.think is False
