@@ -25,12 +25,7 @@ sys.path.insert(0, str(ROOT))
 from stages import tasks as task_registry  # noqa: E402
 from stages.io import read_jsonl  # noqa: E402
 from stages.params import load_params  # noqa: E402
-
-
-def iou(a, b) -> float:
-    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
-    union = max(a[1], b[1]) - min(a[0], b[0])
-    return inter / union if union > 0 else 0.0
+from stages.tasks.common import interval_iou as iou  # noqa: E402  (the metric's own IoU)
 
 
 def timing(spans: list, golds: list) -> dict:
